@@ -1,0 +1,1 @@
+"""Message handling helpers: header parsing, trace fields, chunked bodies."""

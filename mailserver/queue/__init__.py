@@ -1,0 +1,1 @@
+"""The durable outbound queue: messages waiting for other operators, retries, DSNs."""

@@ -1,0 +1,128 @@
+"""Message submission (RFC 6409) on 2587 (STARTTLS, RFC 3207) and 2465 (implicit TLS, RFC 8314).
+
+Policy: AUTH (RFC 4954) only over TLS; the envelope sender and every ``From:`` address must be
+the authenticated account; recipients are local mailboxes or addresses in trusted operators'
+domains; the server adds ``Message-ID``/``Date`` when missing (RFC 6409 §8) and a trace field.
+"""
+
+from __future__ import annotations
+
+from aiosmtpd.smtp import AuthResult, Envelope, Session
+
+from mailserver.delivery import Route
+from mailserver.message.headers import header_addresses, missing_headers, parse_header, split_header
+from mailserver.smtp.common import BaseHandler, SmtpDeps, log, to_crlf
+from mailserver.smtp.protocol import OpenMSSSMTP, client_ip
+from openmss.auth import Authenticator, AuthOutcome
+from openmss.db.base import utcnow
+
+
+class SubmissionHandler(BaseHandler):
+    service = "submission"
+
+    def __init__(self, deps: SmtpDeps, authenticator: Authenticator, local_domain: str) -> None:
+        super().__init__(deps)
+        self.authenticator = authenticator
+        self.local_domain = local_domain
+
+    # AUTH ------------------------------------------------------------------------------------
+
+    async def authenticate(
+        self, server: OpenMSSSMTP, session: Session, mechanism: str, login: str, password: str
+    ) -> AuthResult:
+        result = await self.authenticator.authenticate(
+            login, password, client_ip=client_ip(session), service="smtp"
+        )
+        if result.outcome is AuthOutcome.OK:
+            assert result.address is not None
+            return AuthResult(success=True, auth_data=(result.account_id, result.address))
+        self.deps.metrics.auth_failures.labels("smtp").inc()
+        if result.outcome is AuthOutcome.THROTTLED:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message=f"454 4.7.0 Too many failed logins, try again in {int(result.retry_after) + 1} s",
+            )
+        if result.outcome is AuthOutcome.DISABLED:
+            return AuthResult(success=False, handled=False, message="535 5.7.8 This account is disabled")
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+        )
+
+    @staticmethod
+    def identity(session: Session) -> tuple[int, str] | None:
+        data = session.auth_data
+        if session.authenticated and isinstance(data, tuple):
+            return data[0], data[1]
+        return None
+
+    # Envelope --------------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: OpenMSSSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        ident = self.identity(session)
+        if ident is None:
+            return self.reject("no-auth", "530 5.7.0 Authentication required")
+        if address == "<>" or address.lower() != ident[1]:
+            return self.reject(
+                "forged-sender",
+                f"550 5.7.1 Sender address rejected: you are logged in as {ident[1]} and may only send as it",
+            )
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: OpenMSSSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.deps.max_recipients:
+            return self.reject("too-many-rcpt", "452 4.5.3 Too many recipients")
+        async with self.deps.delivery.store_session() as db:
+            route = await self.deps.delivery.route(db, address)
+        if route is Route.UNKNOWN_LOCAL:
+            return self.reject("unknown-rcpt", f"550 5.1.1 <{address}>: no such mailbox here")
+        if route is Route.UNTRUSTED:
+            return self.reject(
+                "untrusted-domain",
+                f"550 5.7.1 <{address}>: this domain is not part of the health messaging trust space",
+            )
+        self.take_rcpt(server, envelope, address)
+        return "250 2.1.5 Recipient OK"
+
+    # DATA ------------------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: OpenMSSSMTP, session: Session, envelope: Envelope) -> str:
+        ident = self.identity(session)
+        content = envelope.original_content
+        if ident is None or content is None:
+            return "503 5.5.1 Bad sequence of commands"
+        # RFC 6409 §8: a submission server may fix what a client got wrong. Bare newlines
+        # become CRLF here, so nothing ambiguous ever leaves this server (SMTP smuggling).
+        content = to_crlf(content)
+        refusal = self.check_content(content)
+        if refusal:
+            return refusal
+        header_block, _ = split_header(content)
+        headers = parse_header(header_block)
+        senders = header_addresses(headers, "From")
+        if not senders:
+            return self.reject("no-from", "550 5.6.0 Message refused: it has no From: header (RFC 5322 §3.6)")
+        foreign = [a for a in senders if a.lower() != ident[1]]
+        if foreign:
+            log.info("forged From refused", extra={"user": ident[1], "peer": client_ip(session)})
+            return self.reject(
+                "forged-from",
+                f"550 5.7.1 From: header rejected: you are logged in as {ident[1]} and may only send as it",
+            )
+        prefix = missing_headers(headers, domain=self.local_domain, now=utcnow())
+        return await self.accept(
+            server,
+            session,
+            envelope,
+            content,
+            prefix=prefix,
+            protocol="ESMTP",
+            auth_user=ident[1],
+            sender_account_id=ident[0],
+        )

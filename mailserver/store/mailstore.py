@@ -1,0 +1,164 @@
+"""Operations of the mail store, each inside a caller's transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailserver.store.blobs import BlobStore
+from mailserver.store.tables import Account, Mailbox, Message
+from openmss.db.base import utcnow
+
+# (name, RFC 6154 special-use attribute)
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class NoSuchMailbox(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    mailbox_id: int
+    uid: int
+    blob_id: int
+    size: int
+    internal_date: datetime
+    flags: tuple[str, ...]
+
+
+def new_uidvalidity() -> int:
+    # RFC 3501 §2.3.1.1: a 32-bit value that must change if UIDs are ever reused; the
+    # creation time in seconds is the usual choice.
+    return int(time.time()) & 0x7FFFFFFF or 1
+
+
+class MailStore:
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    # Accounts -------------------------------------------------------------------------------
+
+    async def create_account(
+        self, session: AsyncSession, address: str, password_hash: str, display_name: str = ""
+    ) -> Account:
+        account = Account(address=address.lower(), password_hash=password_hash, display_name=display_name)
+        session.add(account)
+        await session.flush()
+        for name, special in DEFAULT_MAILBOXES:
+            session.add(
+                Mailbox(account_id=account.id, name=name, special_use=special, uidvalidity=new_uidvalidity())
+            )
+        await session.flush()
+        return account
+
+    async def account_by_address(self, session: AsyncSession, address: str) -> Account | None:
+        result = await session.scalars(select(Account).where(Account.address == address.lower()))
+        return result.first()
+
+    async def accounts_by_address(
+        self, session: AsyncSession, addresses: Iterable[str]
+    ) -> dict[str, Account]:
+        wanted = {a.lower() for a in addresses}
+        if not wanted:
+            return {}
+        result = await session.scalars(select(Account).where(Account.address.in_(wanted)))
+        return {a.address: a for a in result}
+
+    # Mailboxes ------------------------------------------------------------------------------
+
+    async def mailbox(self, session: AsyncSession, account_id: int, name: str) -> Mailbox:
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        result = await session.scalars(
+            select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == name)
+        )
+        box = result.first()
+        if box is None:
+            raise NoSuchMailbox(name)
+        return box
+
+    async def special_mailbox(self, session: AsyncSession, account_id: int, special_use: str) -> Mailbox:
+        result = await session.scalars(
+            select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.special_use == special_use)
+        )
+        box = result.first()
+        if box is None:
+            raise NoSuchMailbox(special_use)
+        return box
+
+    # Messages -------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        session: AsyncSession,
+        mailbox: Mailbox,
+        chunks: Iterable[bytes | memoryview],
+        *,
+        size: int,
+        flags: Sequence[str] = (),
+        internal_date: datetime | None = None,
+    ) -> StoredMessage:
+        """Store a message in ``mailbox`` and give it the next UID (RFC 3501 §2.3.1.1)."""
+        blob_id = await self.blobs.put(session, chunks)
+        next_uid = await session.scalar(
+            update(Mailbox)
+            .where(Mailbox.id == mailbox.id)
+            .values(uidnext=Mailbox.uidnext + 1)
+            .returning(Mailbox.uidnext)
+        )
+        assert next_uid is not None
+        message = Message(
+            mailbox_id=mailbox.id,
+            uid=next_uid - 1,
+            blob_id=blob_id,
+            size=size,
+            internal_date=internal_date or utcnow(),
+            flags=" ".join(flags),
+        )
+        session.add(message)
+        await session.flush()
+        return _stored(message)
+
+    async def messages(self, session: AsyncSession, mailbox_id: int) -> list[StoredMessage]:
+        result = await session.scalars(
+            select(Message).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
+        )
+        return [_stored(m) for m in result]
+
+    async def count(self, session: AsyncSession, mailbox_id: int) -> int:
+        n = await session.scalar(
+            select(func.count()).select_from(Message).where(Message.mailbox_id == mailbox_id)
+        )
+        return int(n or 0)
+
+    def body(self, session: AsyncSession, message: StoredMessage) -> AsyncIterator[bytes]:
+        return self.blobs.get(session, message.blob_id)
+
+    async def read(self, session: AsyncSession, message: StoredMessage) -> bytes:
+        return b"".join([chunk async for chunk in self.body(session, message)])
+
+
+def _stored(m: Message) -> StoredMessage:
+    return StoredMessage(
+        id=m.id,
+        mailbox_id=m.mailbox_id,
+        uid=m.uid,
+        blob_id=m.blob_id,
+        size=m.size,
+        internal_date=m.internal_date,
+        flags=tuple(m.flags.split()) if m.flags else (),
+    )

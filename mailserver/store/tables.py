@@ -1,0 +1,83 @@
+"""Tables of the mail store.
+
+Laid out for IMAP from the start (RFC 3501 §2.3.1): every mailbox has a UIDVALIDITY and a
+UIDNEXT; a message's UID is allocated from its mailbox's UIDNEXT in the same transaction that
+stores it, so UIDs are strictly ascending and never reused. The body is an opaque blob.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmss.db.base import Base, BigId, UTCDateTime, utcnow
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)  # lower-cased
+    password_hash: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(512))
+    special_use: Mapped[str | None] = mapped_column(String(32), default=None)  # RFC 6154: \Sent...
+    uidvalidity: Mapped[int] = mapped_column(BigId)
+    uidnext: Mapped[int] = mapped_column(BigId, default=1)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(BigId)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunks"
+
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "uid"),
+        Index("ix_messages_blob", "blob_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigId)
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id"))
+    size: Mapped[int] = mapped_column(BigId)  # RFC822.SIZE
+    internal_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    flags: Mapped[str] = mapped_column(Text, default="")  # space-separated, e.g. "\\Seen $Forwarded"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

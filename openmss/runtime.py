@@ -1,0 +1,235 @@
+"""Builds every service from the settings and runs them in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from sqlalchemy import text
+
+from directory.trust import TrustListSource
+from mailserver.delivery import Delivery, DeliveryReport
+from mailserver.queue.store import QueueStore
+from mailserver.queue.worker import QueueWorker
+from mailserver.smtp.common import SmtpDeps
+from mailserver.smtp.inbound import InboundHandler
+from mailserver.smtp.listeners import start_inbound, start_submission
+from mailserver.smtp.submission import SubmissionHandler
+from mailserver.store import DatabaseBlobStore, MailStore
+from openmss.auth import Authenticator
+from openmss.db.commit import GroupCommitter
+from openmss.db.engine import Database
+from openmss.db.migrate import upgrade
+from openmss.http import create_app
+from openmss.metrics import Metrics
+from openmss.passwords import Passwords
+from openmss.settings import Settings
+from openmss.throttle import LoginThrottle
+from openmss.tls import TlsFiles, client_context, ensure_local_tls, server_context
+
+log = logging.getLogger("openmss")
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """Uvicorn inside our loop: signals are ours, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.effective_database_url)
+        self.metrics = Metrics()
+        self.blobs = DatabaseBlobStore()
+        self.store = MailStore(self.blobs)
+        self.queue_store = QueueStore(self.blobs)
+        self.trust = TrustListSource(settings.trust_list) if settings.trust_list else TrustListSource.empty()
+        self.passwords = Passwords()
+        self.throttle = LoginThrottle(
+            max_failures=settings.login_max_failures, window=settings.login_window_seconds
+        )
+        self.committer = GroupCommitter(
+            self.db, max_batch=settings.commit_batch_max, batch_delay=settings.commit_batch_delay
+        )
+        self.authenticator = Authenticator(
+            self.db, self.passwords, self.throttle, self.committer, failure_delay=settings.login_failure_delay
+        )
+        self.delivery = Delivery(
+            db=self.db,
+            local_domains=settings.domains,
+            store=self.store,
+            queue=self.queue_store,
+            trust=self.trust,
+            queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
+        )
+        self.tls_files: TlsFiles | None = None
+        self.worker: QueueWorker | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._http: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._delivery_listeners: list[Any] = []
+
+    # TLS -------------------------------------------------------------------------------------
+
+    def _tls(self) -> TlsFiles:
+        s = self.settings
+        if s.tls_cert and s.tls_key:
+            ca = s.peer_ca_file or s.tls_cert
+            return TlsFiles(ca_cert=ca, cert=s.tls_cert, key=s.tls_key)
+        files, created = ensure_local_tls(s.tls_dir, s.hostname)
+        if created:
+            log.info("generated a local CA and server certificate", extra={"ca": str(files.ca_cert)})
+        return files
+
+    # Events ----------------------------------------------------------------------------------
+
+    def delivered(self, report: DeliveryReport) -> None:
+        if report.queued and self.worker is not None:
+            self.worker.wake()
+        for listener in self._delivery_listeners:
+            listener(report)
+
+    def add_delivery_listener(self, listener: Any) -> None:
+        self._delivery_listeners.append(listener)
+
+    async def health(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.db.read() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["smtp"] = "ok" if self._servers and all(s.is_serving() for s in self._servers) else "down"
+        return checks
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Migrate (when allowed) and start the database writer; no listener yet."""
+        if self.settings.auto_migrate:
+            await upgrade(self.db)
+        self.committer.start()
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.prepare()
+        self.tls_files = self._tls()
+        files = self.tls_files
+        peer_ca = s.peer_ca_file or files.ca_cert
+        submission_tls = server_context(files.cert, files.key)
+        inbound_tls = server_context(files.cert, files.key, client_ca=peer_ca, require_client_cert=False)
+        relay_tls = client_context(peer_ca, files.cert, files.key)
+        deps = SmtpDeps(
+            hostname=s.hostname,
+            delivery=self.delivery,
+            committer=self.committer,
+            metrics=self.metrics,
+            max_recipients=s.max_recipients,
+            on_delivered=self.delivered,
+        )
+        submission = SubmissionHandler(deps, self.authenticator, s.domains[0] if s.domains else s.hostname)
+        inbound = InboundHandler(deps, self.trust)
+        host = s.listen_host
+        self._servers = [
+            await start_inbound(
+                inbound,
+                host=host,
+                port=s.smtp_port,
+                hostname=s.hostname,
+                tls=inbound_tls,
+                max_size=s.max_message_size,
+            ),
+            await start_submission(
+                submission,
+                host=host,
+                port=s.submission_port,
+                hostname=s.hostname,
+                tls=submission_tls,
+                implicit_tls=False,
+                max_size=s.max_message_size,
+            ),
+            await start_submission(
+                submission,
+                host=host,
+                port=s.submissions_port,
+                hostname=s.hostname,
+                tls=submission_tls,
+                implicit_tls=True,
+                max_size=s.max_message_size,
+            ),
+        ]
+        self.worker = QueueWorker(
+            db=self.db,
+            queue=self.queue_store,
+            delivery=self.delivery,
+            metrics=self.metrics,
+            hostname=s.hostname,
+            routes=s.routes,
+            client_tls=relay_tls,
+            retry_schedule=s.queue_retry_schedule,
+            poll_seconds=s.queue_poll_seconds,
+            connect_timeout=s.queue_connect_timeout,
+            on_delivered=self.delivered,
+        )
+        self.worker.start()
+        if s.http_port:
+            app = create_app(metrics=self.metrics, health=self.health)
+            config = uvicorn.Config(
+                app, host=host, port=s.http_port, log_config=None, lifespan="off", access_log=False
+            )
+            self._http = _EmbeddedUvicorn(config)
+            self._http_task = asyncio.create_task(self._http.serve(), name="http")
+            # uvicorn offers no start-up event to wait on; poll its flag briefly.
+            while not self._http.started and not self._http_task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if self._http_task.done():
+                self._http_task.result()
+        log.info(
+            "OpenMSS is serving",
+            extra={
+                "smtp": s.smtp_port,
+                "submission": s.submission_port,
+                "submissions": s.submissions_port,
+                "http": s.http_port,
+                "domains": s.domains,
+            },
+        )
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        self._servers = []
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, 5)
+        await self.committer.stop()
+        await self.db.dispose()
+
+    async def serve_forever(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()

@@ -1,0 +1,130 @@
+"""Settings: defaults that run out of the box, a TOML file, then ``OPENMSS_*`` variables.
+
+Precedence (highest first): explicit keyword arguments, environment variables
+(``OPENMSS_DATABASE_URL``...), the TOML file named by ``OPENMSS_CONFIG`` (or ``--config``),
+the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENMSS_", extra="forbid", validate_default=True)
+
+    # Where everything local lives: the SQLite database, generated certificates, keys.
+    data_dir: Path = Path("./data")
+    # Empty means SQLite in data_dir; PostgreSQL with postgresql+asyncpg://user@host/db.
+    database_url: str = ""
+    # Domains whose mailboxes live here.
+    domains: list[str] = Field(default_factory=lambda: ["openmss.localhost"])
+    # Our name in greetings, Received: lines and DSNs.
+    hostname: str = "mail.openmss.localhost"
+
+    listen_host: str = "127.0.0.1"
+    smtp_port: int = 2525  # inbound relay from trusted operators (STARTTLS + client certificate)
+    submission_port: int = 2587  # STARTTLS (RFC 6409 + RFC 3207)
+    submissions_port: int = 2465  # implicit TLS (RFC 8314)
+    imap_port: int = 2143
+    imaps_port: int = 2993
+    http_port: int = 8080
+
+    # TLS: empty means a local CA and server certificate generated in data_dir/tls on first start.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # CA bundle that signs the certificates of peer operators (IGC-Santé in production).
+    # Empty means our own CA (fine for a single server or tests).
+    peer_ca_file: Path | None = None
+    # The trust list: the national XML allow-list or the local "domain | DN" format.
+    trust_list: Path | None = None
+    # Static routes for outbound relay: domain -> "host:port".
+    routes: dict[str, str] = Field(default_factory=dict)
+
+    max_message_size: int = 25 * MiB
+    max_recipients: int = 100
+
+    # Outbound queue.
+    queue_poll_seconds: float = 1.0
+    queue_retry_schedule: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0]
+    )
+    queue_lifetime_seconds: float = 5 * 24 * 3600.0
+    queue_connect_timeout: float = 30.0
+
+    # Failed logins: after max_failures within window_seconds (per account or per client
+    # address) further attempts are refused until the window passes.
+    login_max_failures: int = 5
+    login_window_seconds: float = 300.0
+    login_failure_delay: float = 1.0
+
+    # Group commit: how long the writer waits for more work once the first item arrived.
+    commit_batch_delay: float = 0.0
+    commit_batch_max: int = 256
+
+    log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
+    auto_migrate: bool = True
+
+    @field_validator("domains", mode="after")
+    @classmethod
+    def _lower_domains(cls, v: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in v if d.strip()]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = settings_cls.model_config.get("toml_file") or os.environ.get("OPENMSS_CONFIG")
+        if config:
+            path = Path(str(config))
+            if not path.is_file():
+                raise FileNotFoundError(f"settings file not found: {path}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # Derived values ------------------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'openmss.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.domains
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, an optional TOML file and explicit overrides."""
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+        cls = type("FileSettings", (Settings,), {"model_config": config})
+    return cls(**overrides)

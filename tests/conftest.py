@@ -1,0 +1,46 @@
+"""Shared fixtures: a real OpenMSS server on loopback, on SQLite or on PostgreSQL.
+
+Set OPENMSS_TEST_DATABASE_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test) to run
+the suite on PostgreSQL; each test gets freshly emptied databases.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from servers import ServerFactory, make_tls_cache
+
+
+@pytest.fixture(scope="session")
+def tls_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and certificates made once per run (RSA key generation is slow)."""
+    return make_tls_cache(tmp_path_factory.mktemp("tls-cache"))
+
+
+@pytest.fixture
+async def servers(tmp_path: Path, tls_cache: Path) -> AsyncIterator[ServerFactory]:
+    factory = ServerFactory(tmp_path, tls_cache)
+    try:
+        yield factory
+    finally:
+        await factory.close()
+
+
+@pytest.fixture
+async def server(servers: ServerFactory):  # type: ignore[no-untyped-def]
+    return await servers.start("a")
+
+
+@pytest.fixture
+def swaks() -> Iterator[str]:
+    path = shutil.which("swaks")
+    if path is None:
+        pytest.skip("swaks is not installed (make test installs it when run as root)")
+    yield path

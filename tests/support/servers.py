@@ -1,0 +1,161 @@
+"""Start real OpenMSS runtimes on free loopback ports for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from openmss.passwords import Passwords
+from openmss.runtime import Runtime
+from openmss.settings import Settings
+from openmss.tls import create_ca, issue_certificate
+
+PG_ENV = "OPENMSS_TEST_DATABASE_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_tls_cache(folder: Path) -> Path:
+    """Three CAs (a, b, c), each with a server certificate for its instance."""
+    for name in ("a", "b", "c"):
+        d = folder / name
+        d.mkdir()
+        create_ca(d / "ca.pem", d / "ca.key", f"Test CA {name}")
+        issue_certificate(
+            d / "ca.pem",
+            d / "ca.key",
+            d / "server.pem",
+            d / "server.key",
+            common_name=f"mx.{name}.test",
+            organization=f"Operator {name.upper()}",
+        )
+    return folder
+
+
+async def pg_database_url(name: str) -> str | None:
+    """A freshly emptied PostgreSQL database for this test, or None to use SQLite."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        return None
+    raw = base.replace("postgresql+asyncpg://", "postgresql://")
+    dbname = f"openmss_t_{name}"
+    conn = await asyncpg.connect(raw)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", dbname)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+    target = raw.rsplit("/", 1)[0] + "/" + dbname
+    conn = await asyncpg.connect(target)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+    return target.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@dataclass
+class Instance:
+    name: str
+    domain: str
+    settings: Settings
+    runtime: Runtime
+    tls_dir: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ca(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def client_tls(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        return ctx
+
+    async def add_account(self, local: str, password: str = "correct horse battery") -> str:
+        address = f"{local}@{self.domain}"
+        hashed = await asyncio.to_thread(Passwords().hash, password)
+        async with self.runtime.db.transaction() as session:
+            await self.runtime.store.create_account(session, address, hashed)
+        self.passwords[address] = password
+        return address
+
+    async def messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        store = self.runtime.store
+        async with self.runtime.db.read() as session:
+            account = await store.account_by_address(session, address)
+            assert account is not None
+            box = await store.mailbox(session, account.id, mailbox)
+            return [await store.read(session, m) for m in await store.messages(session, box.id)]
+
+    async def wait_for_messages(
+        self, address: str, count: int, mailbox: str = "INBOX", timeout: float = 10.0
+    ) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = await self.messages(address, mailbox)
+            if len(found) >= count or loop.time() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+
+class ServerFactory:
+    def __init__(self, tmp: Path, tls_cache: Path) -> None:
+        self.tmp = tmp
+        self.tls_cache = tls_cache
+        self.instances: list[Instance] = []
+
+    async def settings_for(self, name: str, **overrides: Any) -> Settings:
+        data = self.tmp / f"data-{name}"
+        tls_dir = data / "tls"
+        if not tls_dir.exists():
+            shutil.copytree(self.tls_cache / name, tls_dir)
+        url = await pg_database_url(name)
+        values: dict[str, Any] = dict(
+            data_dir=data,
+            database_url=url or "",
+            domains=[f"{name}.test"],
+            hostname=f"mx.{name}.test",
+            smtp_port=free_port(),
+            submission_port=free_port(),
+            submissions_port=free_port(),
+            http_port=free_port(),
+            tls_cert=tls_dir / "server.pem",
+            tls_key=tls_dir / "server.key",
+            peer_ca_file=tls_dir / "ca.pem",
+            login_failure_delay=0.01,
+            queue_poll_seconds=0.2,
+            log_format="text",
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    async def start(self, name: str, **overrides: Any) -> Instance:
+        settings = await self.settings_for(name, **overrides)
+        runtime = Runtime(settings)
+        await runtime.start()
+        instance = Instance(name, settings.domains[0], settings, runtime, settings.data_dir / "tls")
+        self.instances.append(instance)
+        return instance
+
+    async def stop(self, instance: Instance) -> None:
+        await instance.runtime.stop()
+        self.instances.remove(instance)
+
+    async def close(self) -> None:
+        for instance in list(self.instances):
+            await instance.runtime.stop()
+        self.instances.clear()
