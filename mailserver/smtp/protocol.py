@@ -107,6 +107,8 @@ class OpenMSSSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         if not self._in_helo:
             text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+            if text == "220 Ready to start TLS":  # the greeting is the only 220 left without a code
+                text = "220 2.0.0 Ready to start TLS"
             await super().push(with_enhanced_code(text, size_limit=self._size_limit))
             return
         await super().push(status)

@@ -123,7 +123,8 @@ class ServerFactory:
         tls_dir = data / "tls"
         if not tls_dir.exists():
             shutil.copytree(self.tls_cache / name, tls_dir)
-        url = await pg_database_url(name)
+        # A restart passes its database_url: keep that data; otherwise a fresh database.
+        url = overrides.get("database_url") or await pg_database_url(name)
         values: dict[str, Any] = dict(
             data_dir=data,
             database_url=url or "",

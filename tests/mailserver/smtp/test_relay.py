@@ -93,7 +93,14 @@ async def test_mail_waits_while_peer_is_down_then_is_delivered(servers, tmp_path
         "b",
         **{
             k: getattr(b_settings, k)
-            for k in ("smtp_port", "peer_ca_file", "trust_list", "routes", "queue_retry_schedule")
+            for k in (
+                "smtp_port",
+                "peer_ca_file",
+                "trust_list",
+                "routes",
+                "queue_retry_schedule",
+                "database_url",
+            )
         },
     )
     [got] = await b2.wait_for_messages(bob, 1, timeout=15)
