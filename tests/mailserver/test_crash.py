@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from processes import ServerProcess, openmss_env, run_cli
-from servers import pg_database_url
 
 from mailserver.store import DatabaseBlobStore, MailStore
 from openmss.db.engine import Database
 from openmss.settings import Settings
+
+from processes import ServerProcess, openmss_env, run_cli
+from servers import pg_database_url
 
 DOMAIN = "crash.test"
 SENDER = f"sender@{DOMAIN}"

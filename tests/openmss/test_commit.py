@@ -14,6 +14,7 @@ from openmss.audit import AuditEvent
 from openmss.db.commit import GroupCommitter
 from openmss.db.engine import Database
 from openmss.db.migrate import upgrade
+
 from servers import pg_database_url
 
 

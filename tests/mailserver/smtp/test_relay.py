@@ -9,57 +9,10 @@ import smtplib
 import ssl
 from pathlib import Path
 
-from servers import Instance, ServerFactory, free_port
-
-
-def _bundle(path: Path, *cas: Path) -> Path:
-    path.write_bytes(b"".join(ca.read_bytes() for ca in cas))
-    return path
-
-
-def _trust_file(path: Path, *lines: str) -> Path:
-    path.write_text("# test trust list\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-async def _pair(servers: ServerFactory, tmp_path: Path, **b_overrides: object) -> tuple[Instance, Instance]:
-    cache = servers.tls_cache
-    bundle = _bundle(
-        tmp_path / "peers.pem", cache / "a" / "ca.pem", cache / "b" / "ca.pem", cache / "c" / "ca.pem"
-    )
-    b_port = int(b_overrides.pop("smtp_port", free_port()))  # type: ignore[call-overload]
-    a = await servers.start(
-        "a",
-        peer_ca_file=bundle,
-        trust_list=_trust_file(tmp_path / "trust-a.txt", "b.test | CN=mx.b.test, O=Operator B"),
-        routes={"b.test": f"127.0.0.1:{b_port}"},
-        queue_retry_schedule=[0.3],
-    )
-    b = await servers.start(
-        "b",
-        smtp_port=b_port,
-        peer_ca_file=bundle,
-        trust_list=_trust_file(tmp_path / "trust-b.txt", "a.test | O=Operator A,CN=mx.a.test"),
-        routes={"a.test": f"127.0.0.1:{a.settings.smtp_port}"},
-        queue_retry_schedule=[0.3],
-        **b_overrides,
-    )
-    return a, b
-
-
-def _submit(inst: Instance, user: str, rcpts: list[str], subject: str = "Avis") -> tuple[int, bytes]:
-    client = smtplib.SMTP("127.0.0.1", inst.settings.submission_port, timeout=10)
-    client.starttls(context=inst.client_tls())
-    try:
-        client.login(user, inst.passwords[user])
-        body = (
-            f"From: {user}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n\r\nCorps du message.\r\n"
-        ).encode()
-        errors = client.sendmail(user, rcpts, body)
-        assert not errors
-        return 250, b""
-    finally:
-        client.close()
+from peers import bundle as _bundle
+from peers import pair as _pair
+from peers import submit as _submit
+from peers import trust_file as _trust_file
 
 
 async def test_relay_both_ways_with_mutual_tls(servers, tmp_path):
