@@ -39,7 +39,9 @@ RECIPIENT = f"recipient@{DOMAIN}"
 PASSWORD = "crash test password"
 
 SESSIONS = 6  # concurrent client threads
-MESSAGES_PER_SESSION = 10  # then QUIT and log in again: many SMTP sessions per thread
+# Then QUIT and log in again; session lengths differ between threads so that at any moment most
+# threads are sending while some are logging in (argon2 takes ~1 s with six logins on two CPUs).
+MESSAGES_PER_SESSION = 15  # + 4 * thread index
 KILL_WINDOW = (0.5, 2.5)  # seconds after the first 250 of a round
 ROUNDS = 2  # kill/restart cycles
 BODY_LINES = 40  # ~2.5 kB per message
@@ -70,7 +72,7 @@ class Failure:
 
 @dataclass
 class Sender:
-    """One client thread: logs in, sends MESSAGES_PER_SESSION messages, QUITs, again."""
+    """One client thread: logs in, sends a few messages, QUITs, again, until ``stop``."""
 
     round: int
     index: int
@@ -93,7 +95,7 @@ class Sender:
                     client.starttls(context=self.tls)
                     client.login(SENDER, PASSWORD)
                     self.sessions += 1
-                    for _ in range(MESSAGES_PER_SESSION):
+                    for _ in range(MESSAGES_PER_SESSION + 4 * self.index):
                         if self.stop.is_set():
                             break
                         marker = f"r{self.round}-s{self.index}-m{self.seq}"
