@@ -56,7 +56,9 @@ class Runtime:
         self.trust = TrustListSource(settings.trust_list) if settings.trust_list else TrustListSource.empty()
         self.passwords = Passwords()
         self.throttle = LoginThrottle(
-            max_failures=settings.login_max_failures, window=settings.login_window_seconds
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            window=settings.login_window_seconds,
         )
         self.committer = GroupCommitter(
             self.db, max_batch=settings.commit_batch_max, batch_delay=settings.commit_batch_delay

@@ -64,9 +64,11 @@ class Settings(BaseSettings):
     queue_lifetime_seconds: float = 5 * 24 * 3600.0
     queue_connect_timeout: float = 30.0
 
-    # Failed logins: after max_failures within window_seconds (per account or per client
-    # address) further attempts are refused until the window passes.
+    # Failed logins: after login_max_failures for one account, or login_max_failures_per_address
+    # from one client address, within login_window_seconds, further attempts are refused until
+    # the window has passed.
     login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
     login_window_seconds: float = 300.0
     login_failure_delay: float = 1.0
 

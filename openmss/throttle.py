@@ -19,11 +19,15 @@ class LoginThrottle:
         self,
         *,
         max_failures: int = 5,
+        max_failures_per_address: int = 20,
         window: float = 300.0,
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
+        # A client address may stand for a whole hospital behind NAT: it gets a higher limit
+        # than one account, so one person's typos do not lock everybody out.
+        self.max_failures_per_address = max_failures_per_address
         self.window = window
         self.max_keys = max_keys
         self._clock = clock
@@ -40,20 +44,24 @@ class LoginThrottle:
             return None
         return stamps
 
+    def _limit(self, key: str) -> int:
+        return self.max_failures_per_address if key.startswith("ip:") else self.max_failures
+
     def retry_after(self, keys: Iterable[str]) -> float:
         """Seconds until every key may try again; 0 when none is blocked."""
         now = self._clock()
         wait = 0.0
         for key in keys:
             stamps = self._recent(key, now)
-            if stamps is not None and len(stamps) >= self.max_failures:
-                wait = max(wait, stamps[-self.max_failures] + self.window - now)
+            limit = self._limit(key)
+            if stamps is not None and len(stamps) >= limit:
+                wait = max(wait, stamps[-limit] + self.window - now)
         return wait
 
     def failure(self, keys: Iterable[str]) -> None:
         now = self._clock()
         for key in keys:
-            stamps = self._failures.setdefault(key, deque(maxlen=self.max_failures * 2))
+            stamps = self._failures.setdefault(key, deque(maxlen=self._limit(key) * 2))
             stamps.append(now)
             self._failures.move_to_end(key)
         while len(self._failures) > self.max_keys:

@@ -199,6 +199,12 @@ class QueueStore:
         await self.blobs.delete(session, blob_id)
         return True
 
+    async def count_waiting(self, session: AsyncSession) -> int:
+        n = await session.scalar(
+            select(func.count()).select_from(QueuedRecipient).where(QueuedRecipient.state == QUEUED)
+        )
+        return int(n or 0)
+
     async def list(self, session: AsyncSession) -> list[QueueEntry]:
         return await self.entries(session, QueuedRecipient.state == QUEUED)
 

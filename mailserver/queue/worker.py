@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import aiosmtplib
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailserver.delivery import AcceptedMessage, Delivery, DeliveryReport
+from mailserver.delivery import AcceptedMessage, Delivery, DeliveryError, DeliveryReport
 from mailserver.message.headers import split_header
 from mailserver.queue.dsn import RecipientStatus, build_dsn
 from mailserver.queue.store import (
@@ -142,7 +142,7 @@ class QueueWorker:
         """Attempt every due recipient once; return how many were attempted."""
         async with self._db.transaction() as session:
             entries = await self._queue.claim_due(session, worker=self.worker_id, lease=timedelta(minutes=10))
-            waiting = len(await self._queue.list(session))
+            waiting = await self._queue.count_waiting(session)
         self._metrics.queue_waiting.set(waiting)
         if not entries:
             return 0
@@ -341,4 +341,10 @@ class QueueWorker:
             received_at=now,
         )
         log.info("bounced", extra={"queue_id": message.queue_id, "recipients": len(wanted)})
-        return await self._delivery.deliver(session, accepted)
+        try:
+            async with session.begin_nested():
+                return await self._delivery.deliver(session, accepted)
+        except DeliveryError:
+            # The sender's mailbox is gone: nobody to tell, and the queue must move on.
+            log.warning("DSN dropped: the sender has no mailbox", extra={"queue_id": message.queue_id})
+            return None
