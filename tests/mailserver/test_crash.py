@@ -106,8 +106,10 @@ class Sender:
                         marker = None
                     client.quit()
             except smtplib.SMTPResponseException as exc:
-                # A definite answer other than 250 (e.g. 451): the message is not stored.
+                # An answer other than 250 (e.g. 451): a failure, unless it came after the kill.
                 self.refused.append(Failure(time.monotonic(), marker, f"{exc.smtp_code} {exc.smtp_error!r}"))
+                if marker is not None:
+                    self.unknown.append(marker)
                 return
             except (OSError, smtplib.SMTPException) as exc:
                 # The connection broke: the fate of the message in flight is unknown.
@@ -150,7 +152,7 @@ def run_round(server: ServerProcess, number: int, rng: random.Random, tls: ssl.S
         for thread in threads:
             thread.join(timeout=20)
     assert not any(t.is_alive() for t in threads), "a client thread did not finish after the kill"
-    refused = [f for s in senders for f in s.refused]
+    refused = [f for s in senders for f in s.refused if f.at < killed_at]
     assert not refused, f"round {number}: the server refused messages: {refused}\n{server.logs()}"
     early = [f for s in senders for f in s.dropped if f.at < killed_at]
     assert not early, f"round {number}: connections failed before the kill: {early}\n{server.logs()}"
