@@ -231,24 +231,55 @@ async def wait_port(server: ServerProcess, port: int, limit: float = 30.0) -> No
     raise RuntimeError(f"{server.name} does not listen on {port}:\n{server.log_tail()}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first), or [] if gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
+        return []
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU time of a process (all its threads), from /proc; with
+    *reaped_children*, plus that of its children that exited (cutime + cstime)."""
+    fields = _stat(pid)
+    if not fields:
         return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
 
 
-def postgres_pids() -> list[int]:
-    pids = []
+def machine_busy_seconds() -> float:
+    """CPU time spent by every process on the machine (all cores), from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+def postgres_cpu_seconds(dbname: str) -> float:
+    """CPU time of the PostgreSQL backends serving *dbname* and of the WAL writer (it does the
+    fsyncs), plus that of every backend that already exited (the postmaster's reaped
+    children: short-lived connections would otherwise escape the count; this includes other
+    databases' backends, so it is an upper bound on a shared server)."""
+    total = 0.0
+    postmasters: set[int] = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-    return pids
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if f" {dbname} " in title or "walwriter" in title:
+                total += cpu_seconds(int(entry.name))
+                postmasters.add(int(_stat(int(entry.name))[1]))
+    return total + sum(cpu_seconds(pid, reaped_children=True) - cpu_seconds(pid) for pid in postmasters)
 
 
 def openmss_metrics(http_port: int) -> dict[str, float]:
@@ -430,9 +461,10 @@ async def session_loop(
         except aiosmtplib.SMTPResponseException as exc:
             stats.rejected += 1
             stats.errors.append(f"{sender}: envelope refused: {exc.code} {exc.message}")
-            if not client.is_connected:
+            try:
+                await client.rset()
+            except aiosmtplib.SMTPException:
                 return
-            await client.rset()
             continue
         except aiosmtplib.SMTPException as exc:
             stats.errors.append(f"{sender}: {type(exc).__name__}: {exc}")
@@ -475,6 +507,7 @@ class Result:
     server_cpu: float  # fraction of one core, over the measured window
     client_cpu: float
     db_cpu: float | None = None
+    other_cpu: float = 0.0  # every other process on the machine (in cores): noise
     store_ms: float | None = None  # OpenMSS: mean end-of-DATA -> durable commit, server side
 
     @property
@@ -488,7 +521,34 @@ class Target:
     port: int
     server: ServerProcess
     http_port: int | None = None
-    watch_postgres: bool = False
+    postgres_db: str | None = None  # count the CPU of this database's backends
+
+
+@dataclass
+class Sample:
+    at: float
+    server: float
+    client: float
+    db: float
+    machine: float
+    metrics: dict[str, float]
+
+    @classmethod
+    async def take(cls, target: Target) -> Sample:
+        metrics: dict[str, float] = {}
+        if target.http_port is not None:
+            metrics = await asyncio.to_thread(openmss_metrics, target.http_port)
+        db = 0.0
+        if target.postgres_db:
+            db = postgres_cpu_seconds(target.postgres_db)
+        return cls(
+            at=time.perf_counter(),
+            server=cpu_seconds(target.server.pid),
+            client=time.process_time(),
+            db=db,
+            machine=machine_busy_seconds(),
+            metrics=metrics,
+        )
 
 
 async def run_load(
@@ -517,19 +577,10 @@ async def run_load(
         for i, client in enumerate(clients)
     ]
 
-    async def sample() -> tuple[float, float, float, dict[str, float]]:
-        db = sum(cpu_seconds(p) for p in postgres_pids()) if target.watch_postgres else 0.0
-        metrics = (
-            await asyncio.to_thread(openmss_metrics, target.http_port) if target.http_port is not None else {}
-        )
-        return cpu_seconds(target.server.pid), time.process_time(), db, metrics
-
     await asyncio.sleep(max(0.0, window.warm_end - time.perf_counter()))
-    t0 = time.perf_counter()
-    srv0, cli0, db0, m0 = await sample()
+    first = await Sample.take(target)
     await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
-    t1 = time.perf_counter()
-    srv1, cli1, db1, m1 = await sample()
+    last = await Sample.take(target)
     await asyncio.gather(*tasks)
     for client in clients:
         if client.is_connected:
@@ -537,20 +588,23 @@ async def run_load(
                 await client.quit(timeout=5)
         client.close()
 
-    elapsed = t1 - t0
+    elapsed = last.at - first.at
     store_ms = None
-    if m0 and m1:
-        n = m1["openmss_store_commit_seconds_count"] - m0["openmss_store_commit_seconds_count"]
-        s = m1["openmss_store_commit_seconds_sum"] - m0["openmss_store_commit_seconds_sum"]
-        store_ms = 1000 * s / n if n > 0 else None
+    if first.metrics and last.metrics:
+        key = "openmss_store_commit_seconds"
+        n = last.metrics[f"{key}_count"] - first.metrics[f"{key}_count"]
+        total = last.metrics[f"{key}_sum"] - first.metrics[f"{key}_sum"]
+        store_ms = 1000 * total / n if n > 0 else None
+    ours = (last.server - first.server) + (last.client - first.client) + (last.db - first.db)
     return Result(
         server=target.name,
         sessions=sessions,
         seconds=seconds,
         stats=stats,
-        server_cpu=(srv1 - srv0) / elapsed,
-        client_cpu=(cli1 - cli0) / elapsed,
-        db_cpu=(db1 - db0) / elapsed if target.watch_postgres else None,
+        server_cpu=(last.server - first.server) / elapsed,
+        client_cpu=(last.client - first.client) / elapsed,
+        db_cpu=(last.db - first.db) / elapsed if target.postgres_db else None,
+        other_cpu=max(0.0, (last.machine - first.machine) - ours) / elapsed,
         store_ms=store_ms,
     )
 
@@ -570,7 +624,7 @@ def print_row(r: Result) -> None:
         f"{r.sessions:>4} {r.server:<9} {r.rate:>9.1f} {s.in_window:>7} "
         f"{1000 * percentile(s.data_latency, 0.5):>7.1f} {1000 * percentile(s.data_latency, 0.99):>7.1f} "
         f"{1000 * percentile(s.txn_latency, 0.5):>7.1f} {store} "
-        f"{s.rejected + s.uncertain:>5}  {cpu:<14} {100 * r.client_cpu:4.0f}%",
+        f"{s.rejected + s.uncertain:>5}  {cpu:<14} {100 * r.client_cpu:4.0f}%  {100 * r.other_cpu:4.0f}%",
         flush=True,
     )
     for line in s.errors[:5]:
@@ -580,8 +634,16 @@ def print_row(r: Result) -> None:
 
 
 HEADER = (
-    "   N server        msg/s   count  DATA50  DATA99  txn p50  store  errs  server CPU     client\n"
+    "   N server        msg/s   count  DATA50  DATA99  txn p50  store  errs  server CPU     client  other\n"
     "                                     (ms)    (ms)     (ms)   (ms)"
+)
+
+
+LEGEND = (
+    "\nmsg/s and count: 250 replies within the measured window; DATA50/99: DATA command to final 250;\n"
+    "txn p50: MAIL to final 250; store: OpenMSS's own mean end-of-DATA to durable commit (metrics);\n"
+    "errs: refused or unanswered messages; CPU: share of one core over the window (server process,\n"
+    "+pg: that database's backends and WAL writer; client: this process; other: everything else)."
 )
 
 
@@ -637,6 +699,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         flush=True,
     )
     started = time.perf_counter()
+    task = asyncio.current_task()
+    if task is not None:  # SIGTERM: unwind like Ctrl-C, so that the servers are stopped
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     if database_url:
         await reset_postgres(database_url)
     await create_accounts(data_dir, database_url, max(sessions))
@@ -646,7 +711,6 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     results: list[tuple[Result, Result]] = []
     acked_total = 0
     uncertain_total = 0
-    openmss: ServerProcess | None = None
     try:
         openmss = ServerProcess(
             "openmss", OPENMSS_ARGV, openmss_env(data_dir, database_url, ports), workdir / "openmss.log"
@@ -682,7 +746,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             ports["submission"],
             openmss,
             http_port=ports["http"],
-            watch_postgres=bool(database_url),
+            postgres_db=_asyncpg_dsn(database_url).rpartition("/")[2].split("?")[0] if database_url else None,
         )
         bl_target = Target("baseline", baseline_port, baseline)
         for n in sessions:
@@ -701,6 +765,14 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             if code not in (0, None, -signal.SIGTERM):
                 print(f"  {server.name} exited with {code}; log tail:\n{server.log_tail()}", file=sys.stderr)
 
+    print(LEGEND)
+    noisy = [r for pair in results for r in pair if r.other_cpu > 0.25]
+    if noisy:
+        worst = max(r.other_cpu for r in noisy)
+        print(
+            f"warning: other processes used up to {100 * worst:.0f}% of a core during {len(noisy)} "
+            "run(s): the machine was not idle, figures are noisy"
+        )
     print()
     for mine, base in results:
         ratio = mine.rate / base.rate if base.rate > 0 else float("nan")
@@ -741,6 +813,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (workdir / "data").mkdir()
     try:
         return asyncio.run(bench(args, workdir))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         if args.keep:
             print(f"data and server logs kept in {workdir}")
