@@ -352,9 +352,9 @@ async def create_accounts(data_dir: Path, database_url: str, count: int) -> None
         await upgrade(db)
         store = MailStore(DatabaseBlobStore())
         hashed = await asyncio.to_thread(Passwords().hash, PASSWORD)
-        async with db.transaction() as session:
+        with db.sync_transaction() as session:
             for i in range(count):
-                await store.create_account(session, account(i), hashed, f"Bench user {i}")
+                store.create_account(session, account(i), hashed, f"Bench user {i}")
     finally:
         await db.dispose()
 

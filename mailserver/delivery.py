@@ -1,22 +1,26 @@
-"""Routing and delivery of an accepted message: local mailboxes, the Sent copy, the queue.
+"""Routing and delivery of accepted messages: local mailboxes, the Sent copy, the queue.
 
 Everything happens in the caller's transaction, so a message is either stored for every local
-recipient and queued for every remote one, or for none.
+recipient and queued for every remote one, or for none. ``deliver_many`` stores a whole group
+of messages (the group commit's batch) with a constant number of statements: one body blob per
+message, shared by its local copies and its queue entry.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
-from mailserver.queue.store import QueueStore, RecipientSpec, domain_of
-from mailserver.store.mailstore import MailStore, StoredMessage
+from mailserver.queue.store import NewQueued, QueueStore, RecipientSpec, domain_of
+from mailserver.store.mailstore import MailStore, NewMessage, StoredMessage
+from mailserver.store.tables import Account, Mailbox
 from openmss.db.engine import Database
 
 
@@ -54,16 +58,41 @@ class DeliveryReport:
     queued: list[str] = field(default_factory=list)
 
 
+class _AccountCache:
+    """Which local addresses have an active mailbox, remembered for a few seconds.
+
+    RCPT TO is answered from here; the delivery transaction checks again, so an account removed
+    in the meantime gets a temporary failure at the end of DATA, never a lost message.
+    """
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 50_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[str, tuple[bool, float]] = {}
+
+    def get(self, address: str) -> bool | None:
+        entry = self._entries.get(address)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, address: str, exists: bool) -> None:
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[address] = (exists, time.monotonic() + self._ttl)
+
+
 class Delivery:
     def __init__(
         self,
         *,
-        local_domains: Sequence[str],
         db: Database,
+        local_domains: Sequence[str],
         store: MailStore,
         queue: QueueStore,
         trust: TrustListSource,
         queue_lifetime: timedelta,
+        account_cache_seconds: float = 5.0,
     ) -> None:
         self._db = db
         self._domains = frozenset(d.lower() for d in local_domains)
@@ -71,58 +100,107 @@ class Delivery:
         self.queue = queue
         self._trust = trust
         self._lifetime = queue_lifetime
-
-    def store_session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A read session for routing look-ups."""
-        return self._db.read()
+        self._accounts = _AccountCache(account_cache_seconds)
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self._domains
 
-    async def route(self, session: AsyncSession, address: str) -> Route:
+    async def route(self, address: str) -> Route:
         domain = domain_of(address)
         if self.is_local_domain(domain):
-            account = await self.store.account_by_address(session, address)
-            return Route.LOCAL if account is not None and not account.disabled else Route.UNKNOWN_LOCAL
+            key = address.lower()
+            exists = self._accounts.get(key)
+            if exists is None:
+                async with self._db.read() as session:
+                    account = await self.store.account_by_address(session, key)
+                exists = account is not None and not account.disabled
+                self._accounts.put(key, exists)
+            return Route.LOCAL if exists else Route.UNKNOWN_LOCAL
         if self._trust.current().is_trusted_domain(domain):
             return Route.REMOTE
         return Route.UNTRUSTED
 
-    async def deliver(self, session: AsyncSession, message: AcceptedMessage) -> DeliveryReport:
-        report = DeliveryReport()
-        local = [r for r in message.recipients if self.is_local_domain(domain_of(r.address))]
-        remote = [r for r in message.recipients if not self.is_local_domain(domain_of(r.address))]
-        accounts = await self.store.accounts_by_address(session, [r.address for r in local])
-        for rcpt in local:
-            account = accounts.get(rcpt.address.lower())
-            if account is None or account.disabled:
-                raise DeliveryError(f"no mailbox for {rcpt.address}")
-            inbox = await self.store.mailbox(session, account.id, "INBOX")
-            stored = await self.store.append(
-                session, inbox, message.chunks, size=message.size, internal_date=message.received_at
-            )
-            report.stored.append((account.address, stored))
-        if remote:
-            await self.queue.enqueue(
-                session,
-                mail_from=message.mail_from,
-                recipients=remote,
-                chunks=message.chunks,
-                size=message.size,
-                lifetime=self._lifetime,
-                queue_id=message.queue_id,
-                envid=message.envid,
-                ret=message.ret,
-            )
-            report.queued = [r.address for r in remote]
-        if message.sender_account_id is not None:
-            sent = await self.store.special_mailbox(session, message.sender_account_id, "\\Sent")
-            report.sent_copy = await self.store.append(
-                session,
-                sent,
-                message.chunks,
-                size=message.size,
-                flags=("\\Seen",),
-                internal_date=message.received_at,
-            )
+    def deliver(self, session: Session, message: AcceptedMessage) -> DeliveryReport:
+        [report] = self.deliver_many(session, [message])
         return report
+
+    def deliver_many(self, session: Session, messages: Sequence[AcceptedMessage]) -> list[DeliveryReport]:
+        """Store a group of messages (in the writer thread); one report per message, in order."""
+        local = [[r for r in m.recipients if self.is_local_domain(domain_of(r.address))] for m in messages]
+        inboxes = self._inboxes(session, {r.address.lower() for rcpts in local for r in rcpts})
+        sent_boxes = self._sent_boxes(session, {m.sender_account_id for m in messages} - {None})
+        for rcpts in local:
+            for r in rcpts:
+                if r.address.lower() not in inboxes:
+                    raise DeliveryError(f"no mailbox for {r.address}")
+        blob_ids = self.store.blobs.put_many(session, [m.chunks for m in messages])
+        filed: list[NewMessage] = []
+        owners: list[tuple[int, str | None]] = []  # (message index, local address or None for Sent)
+        queued: list[NewQueued] = []
+        for index, (message, rcpts, blob_id) in enumerate(zip(messages, local, blob_ids, strict=True)):
+            for r in rcpts:
+                filed.append(
+                    NewMessage(inboxes[r.address.lower()], blob_id, message.size, message.received_at)
+                )
+                owners.append((index, r.address.lower()))
+            if message.sender_account_id is not None:
+                filed.append(
+                    NewMessage(
+                        sent_boxes[message.sender_account_id],
+                        blob_id,
+                        message.size,
+                        message.received_at,
+                        ("\\Seen",),
+                    )
+                )
+                owners.append((index, None))
+            remote = [r for r in message.recipients if not self.is_local_domain(domain_of(r.address))]
+            if remote:
+                queued.append(
+                    NewQueued(
+                        queue_id=message.queue_id,
+                        mail_from=message.mail_from,
+                        recipients=remote,
+                        blob_id=blob_id,
+                        size=message.size,
+                        envid=message.envid,
+                        ret=message.ret,
+                    )
+                )
+        stored = self.store.file_many(session, filed)
+        self.queue.enqueue_many(session, queued, lifetime=self._lifetime)
+        reports = [DeliveryReport() for _ in messages]
+        for (index, address), copy in zip(owners, stored, strict=True):
+            if address is None:
+                reports[index].sent_copy = copy
+            else:
+                reports[index].stored.append((address, copy))
+        for item in queued:
+            index = next(i for i, m in enumerate(messages) if m.queue_id == item.queue_id)
+            reports[index].queued = [r.address for r in item.recipients]
+        return reports
+
+    def _inboxes(self, session: Session, addresses: set[str]) -> dict[str, int]:
+        if not addresses:
+            return {}
+        rows = session.execute(
+            select(Account.address, Mailbox.id)
+            .join(Mailbox, Mailbox.account_id == Account.id)
+            .where(Account.address.in_(addresses), Account.disabled.is_(False), Mailbox.name == "INBOX")
+        )
+        return {str(address): int(box) for address, box in rows}
+
+    def _sent_boxes(self, session: Session, account_ids: set[int | None]) -> dict[int, int]:
+        ids = {i for i in account_ids if i is not None}
+        if not ids:
+            return {}
+        rows = session.execute(
+            select(Mailbox.account_id, Mailbox.id).where(
+                Mailbox.account_id.in_(ids), Mailbox.special_use == "\\Sent"
+            )
+        )
+        found = {int(account): int(box) for account, box in rows}
+        missing = ids - found.keys()
+        if missing:
+            raise DeliveryError(f"no Sent mailbox for account(s) {sorted(missing)}")
+        return found

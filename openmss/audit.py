@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Index, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from openmss.db.base import Base, BigId, UTCDateTime, utcnow
 
@@ -30,10 +30,16 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
 
 
-async def record(
-    session: AsyncSession, *, actor: str, action: str, target: str = "", peer: str = "", **detail: Any
+def record(
+    session: Session | AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    peer: str = "",
+    **detail: Any,
 ) -> None:
-    """Add an audit event to the caller's transaction."""
+    """Add an audit event to the caller's transaction (the writer thread's or an async one)."""
     session.add(
         AuditEvent(
             actor=actor[:320],

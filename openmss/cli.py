@@ -50,12 +50,13 @@ async def _add_account(settings: Settings, address: str, password: str, display_
         if settings.auto_migrate:
             await upgrade(db)
         store = MailStore(DatabaseBlobStore())
-        async with db.transaction() as session:
+        async with db.read() as session:
             if await store.account_by_address(session, address) is not None:
                 return False
-            hashed = await asyncio.to_thread(Passwords().hash, password)
-            await store.create_account(session, address, hashed, display_name)
-            await audit.record(session, actor="cli", action="account.create", target=address.lower())
+        hashed = await asyncio.to_thread(Passwords().hash, password)
+        with db.sync_transaction() as sync:
+            store.create_account(sync, address, hashed, display_name)
+            audit.record(sync, actor="cli", action="account.create", target=address.lower())
         return True
     finally:
         await db.dispose()
@@ -120,8 +121,8 @@ async def _queue(settings: Settings, action: str, queue_id: str | None) -> int:
                     + (f"  last_error={e.last_error}" if e.last_error else "")
                 )
         else:
-            async with db.transaction() as session:
-                count = await queue.retry_now(session, queue_id)
+            with db.sync_transaction() as sync:
+                count = queue.retry_now(sync, queue_id)
             print(f"{count} recipient(s) scheduled for immediate retry")
     finally:
         await db.dispose()

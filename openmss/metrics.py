@@ -52,5 +52,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.group_commit_units = Counter(
+            "openmss_group_commit_units_total",
+            "Units of work committed by the group committer",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

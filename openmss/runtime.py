@@ -61,7 +61,10 @@ class Runtime:
             window=settings.login_window_seconds,
         )
         self.committer = GroupCommitter(
-            self.db, max_batch=settings.commit_batch_max, batch_delay=settings.commit_batch_delay
+            self.db,
+            max_batch=settings.commit_batch_max,
+            batch_delay=settings.commit_batch_delay,
+            on_commit=self._committed,
         )
         self.authenticator = Authenticator(
             self.db, self.passwords, self.throttle, self.committer, failure_delay=settings.login_failure_delay
@@ -100,6 +103,10 @@ class Runtime:
             self.worker.wake()
         for listener in self._delivery_listeners:
             listener(report)
+
+    def _committed(self, units: int) -> None:
+        self.metrics.group_commits.inc()
+        self.metrics.group_commit_units.inc(units)
 
     def add_delivery_listener(self, listener: Any) -> None:
         self._delivery_listeners.append(listener)
@@ -173,6 +180,7 @@ class Runtime:
         ]
         self.worker = QueueWorker(
             db=self.db,
+            committer=self.committer,
             queue=self.queue_store,
             delivery=self.delivery,
             metrics=self.metrics,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aiosmtplib
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from mailserver.delivery import AcceptedMessage, Delivery, DeliveryError, DeliveryReport
 from mailserver.message.headers import split_header
@@ -34,6 +34,7 @@ from mailserver.queue.store import (
 )
 from mailserver.queue.tables import QueuedMessage, QueuedRecipient
 from openmss.db.base import utcnow
+from openmss.db.commit import GroupCommitter
 from openmss.db.engine import Database
 from openmss.metrics import Metrics
 
@@ -80,6 +81,7 @@ class QueueWorker:
         self,
         *,
         db: Database,
+        committer: GroupCommitter,
         queue: QueueStore,
         delivery: Delivery,
         metrics: Metrics,
@@ -93,6 +95,7 @@ class QueueWorker:
         on_delivered: Callable[[DeliveryReport], None] = lambda report: None,
     ) -> None:
         self._db = db
+        self._committer = committer
         self._queue = queue
         self._delivery = delivery
         self._metrics = metrics
@@ -140,8 +143,10 @@ class QueueWorker:
 
     async def run_once(self) -> int:
         """Attempt every due recipient once; return how many were attempted."""
-        async with self._db.transaction() as session:
-            entries = await self._queue.claim_due(session, worker=self.worker_id, lease=timedelta(minutes=10))
+        entries = await self._committer.run(
+            lambda session: self._queue.claim_due(session, worker=self.worker_id, lease=timedelta(minutes=10))
+        )
+        async with self._db.read() as session:
             waiting = await self._queue.count_waiting(session)
         self._metrics.queue_waiting.set(waiting)
         if not entries:
@@ -247,48 +252,55 @@ class QueueWorker:
         return now + timedelta(seconds=delay)
 
     async def _record(self, message: QueuedMessage, body: bytes, outcomes: list[Outcome]) -> None:
-        now = utcnow()
-        failed: list[tuple[Outcome, str]] = []
-        async with self._db.transaction() as session:
-            for outcome in outcomes:
-                entry = outcome.entry
-                if outcome.delivered:
-                    self._metrics.queue_deliveries.labels("delivered").inc()
-                    await self._queue.mark(session, entry.recipient_id, state=DELIVERED)
-                    log.info("relayed", extra={"queue_id": entry.queue_id, "domain": entry.domain})
-                    continue
-                if outcome.permanent:
-                    self._metrics.queue_deliveries.labels("failed").inc()
-                    status = enhanced_status(outcome.code, outcome.text, "5.0.0")
-                    await self._queue.mark(session, entry.recipient_id, state=FAILED, error=outcome.text)
-                    failed.append((outcome, status))
-                    continue
-                retry_at = self._next_attempt(entry.attempts, now)
-                if retry_at > entry.expires_at:
-                    self._metrics.queue_deliveries.labels("expired").inc()
-                    await self._queue.mark(session, entry.recipient_id, state=FAILED, error=outcome.text)
-                    failed.append((outcome, "4.4.7"))  # RFC 3463: delivery time expired
-                    continue
-                self._metrics.queue_deliveries.labels("deferred").inc()
-                await self._queue.mark(
-                    session, entry.recipient_id, state=QUEUED, error=outcome.text, next_attempt_at=retry_at
-                )
-                log.info(
-                    "deferred",
-                    extra={
-                        "queue_id": entry.queue_id,
-                        "domain": entry.domain,
-                        "retry_at": retry_at.isoformat(),
-                    },
-                )
-            report = await self._bounce(session, message, body, failed, now)
-            await self._queue.finish_if_done(session, message.id)
+        report = await self._committer.run(
+            lambda session: self._record_in(session, message, body, outcomes, utcnow())
+        )
         if report is not None:
             self._on_delivered(report)
 
-    async def _bounce(
+    def _record_in(
+        self, session: Session, message: QueuedMessage, body: bytes, outcomes: list[Outcome], now: datetime
+    ) -> DeliveryReport | None:
+        """In the writer thread: the attempt's results, DSNs and clean-up, in one transaction."""
+        failed: list[tuple[Outcome, str]] = []
+        for outcome in outcomes:
+            entry = outcome.entry
+            if outcome.delivered:
+                self._metrics.queue_deliveries.labels("delivered").inc()
+                self._queue.mark(session, entry.recipient_id, state=DELIVERED)
+                log.info("relayed", extra={"queue_id": entry.queue_id, "domain": entry.domain})
+                continue
+            if outcome.permanent:
+                self._metrics.queue_deliveries.labels("failed").inc()
+                status = enhanced_status(outcome.code, outcome.text, "5.0.0")
+                self._queue.mark(session, entry.recipient_id, state=FAILED, error=outcome.text)
+                failed.append((outcome, status))
+                continue
+            retry_at = self._next_attempt(entry.attempts, now)
+            if retry_at > entry.expires_at:
+                self._metrics.queue_deliveries.labels("expired").inc()
+                self._queue.mark(session, entry.recipient_id, state=FAILED, error=outcome.text)
+                failed.append((outcome, "4.4.7"))  # RFC 3463: delivery time expired
+                continue
+            self._metrics.queue_deliveries.labels("deferred").inc()
+            self._queue.mark(
+                session, entry.recipient_id, state=QUEUED, error=outcome.text, next_attempt_at=retry_at
+            )
+            log.info(
+                "deferred",
+                extra={
+                    "queue_id": entry.queue_id,
+                    "domain": entry.domain,
+                    "retry_at": retry_at.isoformat(),
+                },
+            )
+        report = self._bounce(session, message, body, failed, now)
+        self._queue.finish_if_done(session, message.id)
+        return report
+
+    def _bounce(
         self,
-        session: AsyncSession,
+        session: Session,
         message: QueuedMessage,
         body: bytes,
         failed: list[tuple[Outcome, str]],
@@ -303,7 +315,7 @@ class QueueWorker:
             return None
         wanted: list[RecipientStatus] = []
         for outcome, status in failed:
-            rcpt = await self._queue.recipient(session, outcome.entry.recipient_id)
+            rcpt = self._queue.recipient_sync(session, outcome.entry.recipient_id)
             if rcpt.notify is not None and "FAILURE" not in rcpt.notify.split(","):
                 continue  # RFC 3461 §4.1: NOTIFY=NEVER or without FAILURE
             wanted.append(
@@ -342,8 +354,8 @@ class QueueWorker:
         )
         log.info("bounced", extra={"queue_id": message.queue_id, "recipients": len(wanted)})
         try:
-            async with session.begin_nested():
-                return await self._delivery.deliver(session, accepted)
+            with session.begin_nested():
+                return self._delivery.deliver(session, accepted)
         except DeliveryError:
             # The sender's mailbox is gone: nobody to tell, and the queue must move on.
             log.warning("DSN dropped: the sender has no mailbox", extra={"queue_id": message.queue_id})

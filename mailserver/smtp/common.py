@@ -60,6 +60,9 @@ class BaseHandler:
     def __init__(self, deps: SmtpDeps) -> None:
         self.deps = deps
 
+    def connection_opened(self) -> None:
+        self.deps.metrics.smtp_sessions.labels(self.service).inc()
+
     def reject(self, reason: str, reply: str) -> str:
         self.deps.metrics.smtp_rejected.labels(self.service, reason).inc()
         return reply
@@ -135,8 +138,8 @@ class BaseHandler:
         )
         started = time.perf_counter()
         try:
-            report = await self.deps.committer.run(
-                lambda db_session: self.deps.delivery.deliver(db_session, message), weight=size
+            report = await self.deps.committer.run_batched(
+                self.deps.delivery.deliver_many, message, weight=size
             )
         except DeliveryError as exc:
             log.warning("delivery refused", extra={"queue_id": queue_id, "error": str(exc)})

@@ -85,8 +85,7 @@ class InboundHandler(BaseHandler):
             return self.reject(
                 "relay", f"550 5.7.1 <{address}>: relaying denied, not a domain of this server"
             )
-        async with self.deps.delivery.store_session() as db:
-            route = await self.deps.delivery.route(db, address)
+        route = await self.deps.delivery.route(address)
         if route is not Route.LOCAL:
             return self.reject("unknown-rcpt", f"550 5.1.1 <{address}>: no such mailbox here")
         self.take_rcpt(server, envelope, address)

@@ -102,6 +102,13 @@ class OpenMSSSMTP(SMTP):
         self.dsn = DsnParams()
         self._pending_credentials: LoginPassword | None = None
 
+    def connection_made(self, transport: Any) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        opened = getattr(self.event_handler, "connection_opened", None)
+        if first and opened is not None:
+            opened()
+
     # Replies ---------------------------------------------------------------------------------
 
     async def push(self, status: AnyStr) -> None:

@@ -78,8 +78,7 @@ class SubmissionHandler(BaseHandler):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.deps.max_recipients:
             return self.reject("too-many-rcpt", "452 4.5.3 Too many recipients")
-        async with self.deps.delivery.store_session() as db:
-            route = await self.deps.delivery.route(db, address)
+        route = await self.deps.delivery.route(address)
         if route is Route.UNKNOWN_LOCAL:
             return self.reject("unknown-rcpt", f"550 5.1.1 <{address}>: no such mailbox here")
         if route is Route.UNTRUSTED:

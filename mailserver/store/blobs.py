@@ -1,22 +1,27 @@
 """Message bodies as opaque bytes behind a small, streamed interface.
 
-Callers hand bodies over as an iterable of chunks and read them back as an async iterator of
+Callers hand bodies over as sequences of chunks and read them back as an async iterator of
 chunks, so a 25 MB message is never joined into one more buffer on its way to or from the
-database. Every operation runs inside the caller's transaction: a body and the rows that refer
-to it are committed together or not at all. Encryption at rest wraps this interface.
+database. Writes run in the writer thread inside the caller's transaction (a synchronous
+``Session``): a body and the rows that refer to it are committed together or not at all.
+Reads run on the event loop (``AsyncSession``). Encryption at rest wraps this interface.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from mailserver.store.tables import Blob, BlobChunk
+from openmss.db.base import table
 
 CHUNK_SIZE = 1 << 20
+# Chunk rows are sent to the database in groups of about this many bytes.
+_FLUSH_BYTES = 8 << 20
 
 
 class BlobNotFound(LookupError):
@@ -24,13 +29,13 @@ class BlobNotFound(LookupError):
 
 
 class BlobStore(Protocol):
-    async def put(self, session: AsyncSession, chunks: Iterable[bytes | memoryview]) -> int:
-        """Store the concatenation of ``chunks``; return the new blob's id."""
+    def put_many(self, session: Session, bodies: Sequence[Sequence[bytes | memoryview]]) -> list[int]:
+        """Store several bodies (each a sequence of chunks); one new id per body, in order."""
 
     def get(self, session: AsyncSession, blob_id: int) -> AsyncIterator[bytes]:
-        """Stream the blob back, chunk by chunk."""
+        """Stream a body back, chunk by chunk."""
 
-    async def delete(self, session: AsyncSession, blob_id: int) -> None: ...
+    def delete(self, session: Session, blob_id: int) -> None: ...
 
 
 def rechunk(chunks: Iterable[bytes | memoryview], size: int) -> Iterable[bytes]:
@@ -61,20 +66,37 @@ class DatabaseBlobStore:
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
 
-    async def put(self, session: AsyncSession, chunks: Iterable[bytes | memoryview]) -> int:
-        blob = Blob(size=0, chunk_count=0)
-        session.add(blob)
-        await session.flush()
-        size = 0
-        seq = 0
-        for piece in rechunk(chunks, self.chunk_size):
-            await session.execute(insert(BlobChunk).values(blob_id=blob.id, seq=seq, data=piece))
-            size += len(piece)
-            seq += 1
-        blob.size = size
-        blob.chunk_count = seq
-        await session.flush()
-        return blob.id
+    def put(self, session: Session, chunks: Sequence[bytes | memoryview]) -> int:
+        [blob_id] = self.put_many(session, [chunks])
+        return blob_id
+
+    def put_many(self, session: Session, bodies: Sequence[Sequence[bytes | memoryview]]) -> list[int]:
+        # Whatever the number of bodies: one INSERT .. RETURNING for the blobs, then the chunk
+        # rows in executemany groups of about 8 MiB.
+        if not bodies:
+            return []
+        sizes = [sum(len(c) for c in chunks) for chunks in bodies]
+        blobs = table(Blob)
+        result = session.execute(
+            insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True),
+            [
+                {"size": size, "chunk_count": (size + self.chunk_size - 1) // self.chunk_size}
+                for size in sizes
+            ],
+        )
+        ids = [int(i) for i in result.scalars()]
+        rows: list[dict[str, Any]] = []
+        pending = 0
+        for blob_id, chunks in zip(ids, bodies, strict=True):
+            for seq, piece in enumerate(rechunk(chunks, self.chunk_size)):
+                rows.append({"blob_id": blob_id, "seq": seq, "data": piece})
+                pending += len(piece)
+                if pending >= _FLUSH_BYTES:
+                    session.execute(insert(table(BlobChunk)), rows)
+                    rows, pending = [], 0
+        if rows:
+            session.execute(insert(table(BlobChunk)), rows)
+        return ids
 
     async def get(self, session: AsyncSession, blob_id: int) -> AsyncIterator[bytes]:
         count = await session.scalar(select(Blob.chunk_count).where(Blob.id == blob_id))
@@ -88,9 +110,9 @@ class DatabaseBlobStore:
                 raise BlobNotFound(f"{blob_id}/{seq}")
             yield bytes(data)
 
-    async def delete(self, session: AsyncSession, blob_id: int) -> None:
-        await session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
-        await session.execute(delete(Blob).where(Blob.id == blob_id))
+    def delete(self, session: Session, blob_id: int) -> None:
+        session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
+        session.execute(delete(Blob).where(Blob.id == blob_id))
 
 
 async def read_all(blobs: BlobStore, session: AsyncSession, blob_id: int) -> bytes:

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from mailserver.store.blobs import BlobStore
 from mailserver.store.tables import Account, Mailbox, Message
-from openmss.db.base import utcnow
+from openmss.db.base import table, utcnow
 
 # (name, RFC 6154 special-use attribute)
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -27,6 +28,17 @@ DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
 
 class NoSuchMailbox(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to file into a mailbox; its body is an already stored blob."""
+
+    mailbox_id: int
+    blob_id: int
+    size: int
+    internal_date: datetime
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,22 +59,24 @@ def new_uidvalidity() -> int:
 
 
 class MailStore:
+    """Writes are synchronous (the writer thread, or the CLI); reads are async (the event loop)."""
+
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
     # Accounts -------------------------------------------------------------------------------
 
-    async def create_account(
-        self, session: AsyncSession, address: str, password_hash: str, display_name: str = ""
+    def create_account(
+        self, session: Session, address: str, password_hash: str, display_name: str = ""
     ) -> Account:
         account = Account(address=address.lower(), password_hash=password_hash, display_name=display_name)
         session.add(account)
-        await session.flush()
+        session.flush()
         for name, special in DEFAULT_MAILBOXES:
             session.add(
                 Mailbox(account_id=account.id, name=name, special_use=special, uidvalidity=new_uidvalidity())
             )
-        await session.flush()
+        session.flush()
         return account
 
     async def account_by_address(self, session: AsyncSession, address: str) -> Account | None:
@@ -102,9 +116,9 @@ class MailStore:
 
     # Messages -------------------------------------------------------------------------------
 
-    async def append(
+    def append(
         self,
-        session: AsyncSession,
+        session: Session,
         mailbox: Mailbox,
         chunks: Iterable[bytes | memoryview],
         *,
@@ -113,25 +127,63 @@ class MailStore:
         internal_date: datetime | None = None,
     ) -> StoredMessage:
         """Store a message in ``mailbox`` and give it the next UID (RFC 3501 §2.3.1.1)."""
-        blob_id = await self.blobs.put(session, chunks)
-        next_uid = await session.scalar(
-            update(Mailbox)
-            .where(Mailbox.id == mailbox.id)
-            .values(uidnext=Mailbox.uidnext + 1)
-            .returning(Mailbox.uidnext)
+        [blob_id] = self.blobs.put_many(session, [list(chunks)])
+        [stored] = self.file_many(
+            session, [NewMessage(mailbox.id, blob_id, size, internal_date or utcnow(), tuple(flags))]
         )
-        assert next_uid is not None
-        message = Message(
-            mailbox_id=mailbox.id,
-            uid=next_uid - 1,
-            blob_id=blob_id,
-            size=size,
-            internal_date=internal_date or utcnow(),
-            flags=" ".join(flags),
+        return stored
+
+    def file_many(self, session: Session, items: Sequence[NewMessage]) -> list[StoredMessage]:
+        """File messages whose bodies are stored, giving each the next UID of its mailbox.
+
+        A constant number of statements whatever the number of messages: the mailboxes' UIDNEXT
+        are read (locked, on PostgreSQL, in id order so that instances never deadlock),
+        advanced once each, and the messages inserted together. UIDs stay strictly ascending
+        in each mailbox (RFC 3501 §2.3.1.1) because the write transaction holds those rows.
+        """
+        if not items:
+            return []
+        box_ids = sorted({i.mailbox_id for i in items})
+        query = select(Mailbox.id, Mailbox.uidnext).where(Mailbox.id.in_(box_ids)).order_by(Mailbox.id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        uidnext = {int(row.id): int(row.uidnext) for row in session.execute(query)}
+        uids: list[int] = []
+        for item in items:
+            uids.append(uidnext[item.mailbox_id])
+            uidnext[item.mailbox_id] += 1
+        boxes = table(Mailbox)
+        session.execute(
+            update(boxes).where(boxes.c.id == bindparam("box")).values(uidnext=bindparam("next_uid")),
+            [{"box": box, "next_uid": nxt} for box, nxt in uidnext.items()],
         )
-        session.add(message)
-        await session.flush()
-        return _stored(message)
+        messages = table(Message)
+        rows = [
+            {
+                "mailbox_id": item.mailbox_id,
+                "uid": uid,
+                "blob_id": item.blob_id,
+                "size": item.size,
+                "internal_date": item.internal_date,
+                "flags": " ".join(item.flags),
+            }
+            for item, uid in zip(items, uids, strict=True)
+        ]
+        result = session.execute(
+            insert(messages).returning(messages.c.id, sort_by_parameter_order=True), rows
+        )
+        return [
+            StoredMessage(
+                id=int(message_id),
+                mailbox_id=item.mailbox_id,
+                uid=uid,
+                blob_id=item.blob_id,
+                size=item.size,
+                internal_date=item.internal_date,
+                flags=item.flags,
+            )
+            for message_id, item, uid in zip(result.scalars(), items, uids, strict=True)
+        ]
 
     async def messages(self, session: AsyncSession, mailbox_id: int) -> list[StoredMessage]:
         result = await session.scalars(

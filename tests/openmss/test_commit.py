@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from openmss import audit
 from openmss.audit import AuditEvent
@@ -33,8 +33,8 @@ async def test_concurrent_units_share_commits(db):
     try:
 
         def unit(i: int):
-            async def work(session: AsyncSession) -> int:
-                await audit.record(session, actor=f"u{i}", action="test")
+            def work(session: Session) -> int:
+                audit.record(session, actor=f"u{i}", action="test")
                 return i
 
             return work
@@ -54,13 +54,13 @@ async def test_a_failing_unit_is_rolled_back_alone(db):
     committer.start()
     try:
 
-        async def good(session: AsyncSession) -> str:
-            await audit.record(session, actor="good", action="test")
+        def good(session: Session) -> str:
+            audit.record(session, actor="good", action="test")
             return "ok"
 
-        async def bad(session: AsyncSession) -> str:
-            await audit.record(session, actor="bad", action="test")
-            await session.flush()
+        def bad(session: Session) -> str:
+            audit.record(session, actor="bad", action="test")
+            session.flush()
             raise RuntimeError("boom")
 
         results = await asyncio.gather(
@@ -71,5 +71,31 @@ async def test_a_failing_unit_is_rolled_back_alone(db):
         async with db.read() as session:
             actors = sorted(e.actor for e in await session.scalars(select(AuditEvent)))
         assert actors == ["good", "good"]
+    finally:
+        await committer.stop()
+
+
+async def test_a_failing_unit_in_a_batch_is_isolated(db):
+    """A batch handler that fails for one payload: the others are stored, that one is refused."""
+    committer = GroupCommitter(db)
+    committer.start()
+    try:
+
+        def store_all(session: Session, actors: list[str]) -> list[str]:
+            for actor in actors:
+                if actor == "poison":
+                    raise ValueError("bad payload")
+                audit.record(session, actor=actor, action="batch")
+            return actors
+
+        results = await asyncio.gather(
+            *(committer.run_batched(store_all, a) for a in ["a", "b", "poison", "c"]), return_exceptions=True
+        )
+        assert results[:2] == ["a", "b"] and results[3] == "c"
+        assert isinstance(results[2], ValueError)
+        assert committer.stats.commits == 1  # one durable commit for the whole group
+        async with db.read() as session:
+            actors = sorted(e.actor for e in await session.scalars(select(AuditEvent)))
+        assert actors == ["a", "b", "c"]
     finally:
         await committer.stop()

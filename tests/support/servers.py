@@ -87,8 +87,8 @@ class Instance:
     async def add_account(self, local: str, password: str = "correct horse battery") -> str:
         address = f"{local}@{self.domain}"
         hashed = await asyncio.to_thread(Passwords().hash, password)
-        async with self.runtime.db.transaction() as session:
-            await self.runtime.store.create_account(session, address, hashed)
+        store = self.runtime.store
+        await self.runtime.committer.run(lambda session: store.create_account(session, address, hashed))
         self.passwords[address] = password
         return address
 
