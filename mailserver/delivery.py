@@ -14,14 +14,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
 from mailserver.queue.store import NewQueued, QueueStore, RecipientSpec, domain_of
-from mailserver.store.mailstore import MailStore, NewMessage, StoredMessage
+from mailserver.store.mailstore import FiledMessage, MailStore, NewMessage
 from mailserver.store.tables import Account, Mailbox
 from openmss.db.engine import Database
+
+# Built once: building SQLAlchemy expressions costs more than running them.
+_TARGET_BOXES = (
+    select(
+        Account.address, Mailbox.account_id, Mailbox.id, Mailbox.name, Mailbox.special_use, Mailbox.uidnext
+    )
+    .join(Account, Account.id == Mailbox.account_id)
+    .where(
+        or_(
+            and_(
+                Account.address.in_(bindparam("addresses", expanding=True)),
+                Account.disabled.is_(False),
+                Mailbox.name == "INBOX",
+            ),
+            and_(
+                Mailbox.account_id.in_(bindparam("senders", expanding=True)), Mailbox.special_use == "\\Sent"
+            ),
+        )
+    )
+    .order_by(Mailbox.id)
+)
+_TARGET_BOXES_FOR_UPDATE = _TARGET_BOXES.with_for_update(of=Mailbox)
 
 
 class Route(enum.Enum):
@@ -53,8 +75,8 @@ class AcceptedMessage:
 
 @dataclass
 class DeliveryReport:
-    stored: list[tuple[str, StoredMessage]] = field(default_factory=list)  # (address, message)
-    sent_copy: StoredMessage | None = None
+    stored: list[tuple[str, FiledMessage]] = field(default_factory=list)  # (address, message)
+    sent_copy: FiledMessage | None = None
     queued: list[str] = field(default_factory=list)
 
 
@@ -127,8 +149,11 @@ class Delivery:
     def deliver_many(self, session: Session, messages: Sequence[AcceptedMessage]) -> list[DeliveryReport]:
         """Store a group of messages (in the writer thread); one report per message, in order."""
         local = [[r for r in m.recipients if self.is_local_domain(domain_of(r.address))] for m in messages]
-        inboxes = self._inboxes(session, {r.address.lower() for rcpts in local for r in rcpts})
-        sent_boxes = self._sent_boxes(session, {m.sender_account_id for m in messages} - {None})
+        inboxes, sent_boxes, uidnext = self._target_boxes(
+            session,
+            {r.address.lower() for rcpts in local for r in rcpts},
+            {m.sender_account_id for m in messages if m.sender_account_id is not None},
+        )
         for rcpts in local:
             for r in rcpts:
                 if r.address.lower() not in inboxes:
@@ -167,7 +192,7 @@ class Delivery:
                         ret=message.ret,
                     )
                 )
-        stored = self.store.file_many(session, filed)
+        stored = self.store.file_many(session, filed, uidnext=uidnext)
         self.queue.enqueue_many(session, queued, lifetime=self._lifetime)
         reports = [DeliveryReport() for _ in messages]
         for (index, address), copy in zip(owners, stored, strict=True):
@@ -180,27 +205,27 @@ class Delivery:
             reports[index].queued = [r.address for r in item.recipients]
         return reports
 
-    def _inboxes(self, session: Session, addresses: set[str]) -> dict[str, int]:
-        if not addresses:
-            return {}
-        rows = session.execute(
-            select(Account.address, Mailbox.id)
-            .join(Mailbox, Mailbox.account_id == Account.id)
-            .where(Account.address.in_(addresses), Account.disabled.is_(False), Mailbox.name == "INBOX")
-        )
-        return {str(address): int(box) for address, box in rows}
-
-    def _sent_boxes(self, session: Session, account_ids: set[int | None]) -> dict[int, int]:
-        ids = {i for i in account_ids if i is not None}
-        if not ids:
-            return {}
-        rows = session.execute(
-            select(Mailbox.account_id, Mailbox.id).where(
-                Mailbox.account_id.in_(ids), Mailbox.special_use == "\\Sent"
-            )
-        )
-        found = {int(account): int(box) for account, box in rows}
-        missing = ids - found.keys()
+    def _target_boxes(
+        self, session: Session, addresses: set[str], sender_ids: set[int]
+    ) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
+        """One query for every mailbox a group of messages goes to: the recipients' INBOXes and
+        the senders' Sent mailboxes, with their UIDNEXT, locked on PostgreSQL (in id order, so
+        that two instances never deadlock) until the transaction ends."""
+        inboxes: dict[str, int] = {}
+        sent: dict[int, int] = {}
+        uidnext: dict[int, int] = {}
+        if not addresses and not sender_ids:
+            return inboxes, sent, uidnext
+        conn = session.connection()
+        query = _TARGET_BOXES_FOR_UPDATE if conn.dialect.name == "postgresql" else _TARGET_BOXES
+        rows = conn.execute(query, {"addresses": sorted(addresses), "senders": sorted(sender_ids)})
+        for address, account_id, box_id, name, special_use, next_uid in rows:
+            uidnext[int(box_id)] = int(next_uid)
+            if name == "INBOX" and address in addresses:
+                inboxes[str(address)] = int(box_id)
+            if special_use == "\\Sent" and account_id in sender_ids:
+                sent[int(account_id)] = int(box_id)
+        missing = sender_ids - sent.keys()
         if missing:
             raise DeliveryError(f"no Sent mailbox for account(s) {sorted(missing)}")
-        return found
+        return inboxes, sent, uidnext

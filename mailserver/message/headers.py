@@ -164,6 +164,38 @@ def parse_header(header: bytes | memoryview) -> Message:
     return BytesHeaderParser(policy=HEADER_POLICY).parsebytes(bytes(head))
 
 
+def select_fields(header: bytes | memoryview, names: Iterable[str]) -> Message:
+    """Only the named fields of a header block, unfolded (RFC 5322 §2.2.3), as a ``Message``.
+
+    Much cheaper than :func:`parse_header` when a few fields are needed (the submission path
+    reads From, Sender, Message-ID and Date of every message). Lines without a colon are
+    skipped, as the full parser would treat them as defects.
+    """
+    wanted = {n.lower() for n in names}
+    head, _ = split_header(header)
+    msg = Message(policy=HEADER_POLICY)
+    current: list[str] | None = None
+    fields: list[tuple[str, list[str]]] = []
+    for raw in bytes(head).split(b"\n"):
+        line = raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+        if not line:
+            continue
+        if line[0] in " \t":
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() in wanted:
+            current = [value.lstrip()]
+            fields.append((name.strip(), current))
+        else:
+            current = None
+    for name, parts in fields:
+        value = "".join(parts).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        msg[name] = value
+    return msg
+
+
 def _field_text(value: object) -> str:
     if isinstance(value, Header):
         return str(value)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mailserver.queue.tables import QueuedMessage, QueuedRecipient
 from mailserver.store.blobs import BlobStore
 from mailserver.store.tables import Message
-from openmss.db.base import table, utcnow
+from openmss.db.base import random_id, table, utcnow
 
 QUEUED, DELIVERED, FAILED = "queued", "delivered", "failed"
 
@@ -101,11 +101,13 @@ class QueueStore:
         if not items:
             return
         now = utcnow()
-        messages = table(QueuedMessage)
-        result = session.execute(
-            insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
+        conn = session.connection()
+        ids = [random_id() for _ in items]
+        conn.execute(
+            insert(table(QueuedMessage)),
             [
                 {
+                    "id": message_id,
                     "queue_id": item.queue_id,
                     "mail_from": item.mail_from,
                     "blob_id": item.blob_id,
@@ -115,12 +117,12 @@ class QueueStore:
                     "created_at": now,
                     "expires_at": now + lifetime,
                 }
-                for item in items
+                for message_id, item in zip(ids, items, strict=True)
             ],
         )
         rows = [
             {
-                "message_id": int(message_id),
+                "message_id": message_id,
                 "recipient": r.address,
                 "domain": domain_of(r.address),
                 "notify": r.notify,
@@ -128,10 +130,10 @@ class QueueStore:
                 "next_attempt_at": now,
                 "updated_at": now,
             }
-            for message_id, item in zip(result.scalars(), items, strict=True)
+            for message_id, item in zip(ids, items, strict=True)
             for r in item.recipients
         ]
-        session.execute(insert(table(QueuedRecipient)), rows)
+        conn.execute(insert(table(QueuedRecipient)), rows)
 
     def claim_due(
         self, session: Session, *, worker: str, lease: timedelta, limit: int = 100

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiosmtpd.smtp import AuthResult, Envelope, Session
 
 from mailserver.delivery import Route
-from mailserver.message.headers import header_addresses, missing_headers, parse_header, split_header
+from mailserver.message.headers import header_addresses, missing_headers, select_fields
 from mailserver.smtp.common import BaseHandler, SmtpDeps, log, to_crlf
 from mailserver.smtp.protocol import OpenMSSSMTP, client_ip
 from openmss.auth import Authenticator, AuthOutcome
@@ -102,8 +102,7 @@ class SubmissionHandler(BaseHandler):
         refusal = self.check_content(content)
         if refusal:
             return refusal
-        header_block, _ = split_header(content)
-        headers = parse_header(header_block)
+        headers = select_fields(content, ("From", "Sender", "Message-ID", "Date"))
         senders = header_addresses(headers, "From")
         if not senders:
             return self.reject("no-from", "550 5.6.0 Message refused: it has no From: header (RFC 5322 §3.6)")

@@ -17,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from mailserver.store.tables import Blob, BlobChunk
-from openmss.db.base import table
+from openmss.db.base import random_id, table, utcnow
 
 CHUNK_SIZE = 1 << 20
 # Chunk rows are sent to the database in groups of about this many bytes.
 _FLUSH_BYTES = 8 << 20
+# Statements built once: building SQLAlchemy expressions costs more than running them.
+_INSERT_BLOB = insert(table(Blob))
+_INSERT_CHUNK = insert(table(BlobChunk))
 
 
 class BlobNotFound(LookupError):
@@ -75,16 +78,21 @@ class DatabaseBlobStore:
         # rows in executemany groups of about 8 MiB.
         if not bodies:
             return []
-        sizes = [sum(len(c) for c in chunks) for chunks in bodies]
-        blobs = table(Blob)
-        result = session.execute(
-            insert(blobs).returning(blobs.c.id, sort_by_parameter_order=True),
+        conn = session.connection()  # Core: the ORM's unit of work is not needed here
+        ids = [random_id() for _ in bodies]
+        now = utcnow()
+        conn.execute(
+            _INSERT_BLOB,
             [
-                {"size": size, "chunk_count": (size + self.chunk_size - 1) // self.chunk_size}
-                for size in sizes
+                {
+                    "id": blob_id,
+                    "size": size,
+                    "chunk_count": (size + self.chunk_size - 1) // self.chunk_size,
+                    "created_at": now,
+                }
+                for blob_id, size in zip(ids, (sum(len(c) for c in chunks) for chunks in bodies), strict=True)
             ],
         )
-        ids = [int(i) for i in result.scalars()]
         rows: list[dict[str, Any]] = []
         pending = 0
         for blob_id, chunks in zip(ids, bodies, strict=True):
@@ -92,10 +100,10 @@ class DatabaseBlobStore:
                 rows.append({"blob_id": blob_id, "seq": seq, "data": piece})
                 pending += len(piece)
                 if pending >= _FLUSH_BYTES:
-                    session.execute(insert(table(BlobChunk)), rows)
+                    conn.execute(_INSERT_CHUNK, rows)
                     rows, pending = [], 0
         if rows:
-            session.execute(insert(table(BlobChunk)), rows)
+            conn.execute(_INSERT_CHUNK, rows)
         return ids
 
     async def get(self, session: AsyncSession, blob_id: int) -> AsyncIterator[bytes]:

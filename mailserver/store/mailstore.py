@@ -42,6 +42,16 @@ class NewMessage:
 
 
 @dataclass(frozen=True)
+class FiledMessage:
+    """Where a message was just filed: its mailbox and UID."""
+
+    mailbox_id: int
+    uid: int
+    blob_id: int
+    size: int
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     mailbox_id: int
@@ -50,6 +60,21 @@ class StoredMessage:
     size: int
     internal_date: datetime
     flags: tuple[str, ...]
+
+
+# Statements built once: building SQLAlchemy expressions costs more than running them.
+_SELECT_UIDNEXT = (
+    select(Mailbox.id, Mailbox.uidnext)
+    .where(Mailbox.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Mailbox.id)
+)
+_SELECT_UIDNEXT_FOR_UPDATE = _SELECT_UIDNEXT.with_for_update()
+_UPDATE_UIDNEXT = (
+    update(table(Mailbox))
+    .where(table(Mailbox).c.id == bindparam("box"))
+    .values(uidnext=bindparam("next_uid"))
+)
+_INSERT_MESSAGE = insert(table(Message))
 
 
 def new_uidvalidity() -> int:
@@ -125,7 +150,7 @@ class MailStore:
         size: int,
         flags: Sequence[str] = (),
         internal_date: datetime | None = None,
-    ) -> StoredMessage:
+    ) -> FiledMessage:
         """Store a message in ``mailbox`` and give it the next UID (RFC 3501 §2.3.1.1)."""
         [blob_id] = self.blobs.put_many(session, [list(chunks)])
         [stored] = self.file_many(
@@ -133,57 +158,48 @@ class MailStore:
         )
         return stored
 
-    def file_many(self, session: Session, items: Sequence[NewMessage]) -> list[StoredMessage]:
+    def file_many(
+        self, session: Session, items: Sequence[NewMessage], *, uidnext: dict[int, int] | None = None
+    ) -> list[FiledMessage]:
         """File messages whose bodies are stored, giving each the next UID of its mailbox.
 
         A constant number of statements whatever the number of messages: the mailboxes' UIDNEXT
         are read (locked, on PostgreSQL, in id order so that instances never deadlock),
         advanced once each, and the messages inserted together. UIDs stay strictly ascending
         in each mailbox (RFC 3501 §2.3.1.1) because the write transaction holds those rows.
+        ``uidnext`` may be given by a caller that has already read and locked those rows.
         """
         if not items:
             return []
+        conn = session.connection()  # Core: the ORM's unit of work is not needed here
         box_ids = sorted({i.mailbox_id for i in items})
-        query = select(Mailbox.id, Mailbox.uidnext).where(Mailbox.id.in_(box_ids)).order_by(Mailbox.id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
-        uidnext = {int(row.id): int(row.uidnext) for row in session.execute(query)}
-        uids: list[int] = []
+        if uidnext is None:
+            query = _SELECT_UIDNEXT_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_UIDNEXT
+            uidnext = {int(box): int(nxt) for box, nxt in conn.execute(query, {"ids": box_ids})}
+        else:
+            uidnext = {box: uidnext[box] for box in box_ids}
+        filed: list[FiledMessage] = []
         for item in items:
-            uids.append(uidnext[item.mailbox_id])
+            filed.append(FiledMessage(item.mailbox_id, uidnext[item.mailbox_id], item.blob_id, item.size))
             uidnext[item.mailbox_id] += 1
-        boxes = table(Mailbox)
-        session.execute(
-            update(boxes).where(boxes.c.id == bindparam("box")).values(uidnext=bindparam("next_uid")),
-            [{"box": box, "next_uid": nxt} for box, nxt in uidnext.items()],
+        conn.execute(_UPDATE_UIDNEXT, [{"box": box, "next_uid": nxt} for box, nxt in uidnext.items()])
+        now = utcnow()
+        conn.execute(
+            _INSERT_MESSAGE,
+            [
+                {
+                    "mailbox_id": item.mailbox_id,
+                    "uid": f.uid,
+                    "blob_id": item.blob_id,
+                    "size": item.size,
+                    "internal_date": item.internal_date,
+                    "flags": " ".join(item.flags),
+                    "created_at": now,
+                }
+                for item, f in zip(items, filed, strict=True)
+            ],
         )
-        messages = table(Message)
-        rows = [
-            {
-                "mailbox_id": item.mailbox_id,
-                "uid": uid,
-                "blob_id": item.blob_id,
-                "size": item.size,
-                "internal_date": item.internal_date,
-                "flags": " ".join(item.flags),
-            }
-            for item, uid in zip(items, uids, strict=True)
-        ]
-        result = session.execute(
-            insert(messages).returning(messages.c.id, sort_by_parameter_order=True), rows
-        )
-        return [
-            StoredMessage(
-                id=int(message_id),
-                mailbox_id=item.mailbox_id,
-                uid=uid,
-                blob_id=item.blob_id,
-                size=item.size,
-                internal_date=item.internal_date,
-                flags=item.flags,
-            )
-            for message_id, item, uid in zip(result.scalars(), items, uids, strict=True)
-        ]
+        return filed
 
     async def messages(self, session: AsyncSession, mailbox_id: int) -> list[StoredMessage]:
         result = await session.scalars(

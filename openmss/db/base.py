@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,14 @@ NAMING = {
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def random_id() -> int:
+    """A 62-bit id chosen by the writer, so that bulk inserts need no RETURNING (which SQLite
+    runs row by row when the order of ids matters). Should two ever collide, the primary key
+    refuses the second one, its unit fails alone and the client is asked to retry: never a
+    silent overwrite."""
+    return secrets.randbelow(1 << 62) + 1
 
 
 def utcnow() -> datetime:

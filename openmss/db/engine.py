@@ -101,9 +101,7 @@ class Database:
             self.engine = _sqlite_engine(url, writer=False)
             self.write_engine = _sqlite_engine(url, writer=True)
         else:
-            self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True
-            )
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
             self.write_engine = self.engine
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)

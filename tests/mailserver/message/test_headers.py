@@ -24,6 +24,7 @@ from mailserver.message.headers import (
     parse_header,
     received_header,
     sanitize_header_value,
+    select_fields,
     split_header,
 )
 
@@ -392,3 +393,38 @@ def test_iter_chunks_property(parts: list[bytes], size: int) -> None:
     assert b"".join(out) == b"".join(parts)
     assert all(len(chunk) == size for chunk in out[:-1])
     assert all(0 < len(chunk) <= size for chunk in out)
+
+
+# select_fields: the fast path of submission must agree with the full parser.
+
+_FIELDS = ("From", "Sender", "Message-ID", "Date")
+
+
+def test_select_fields_unfolds_and_ignores_other_fields():
+    block = (
+        b"Received: from x\r\n\tby y\r\nFrom: =?utf-8?q?Dr_L=C3=A9a?=\r\n <lea@a.test>\r\n"
+        b"Subject: hello\r\nmessage-id: <1@a.test>\r\nbroken line without colon\r\n\r\nbody From: x\r\n"
+    )
+    msg = select_fields(block, _FIELDS)
+    assert msg.get_all("From") == ["=?utf-8?q?Dr_L=C3=A9a?= <lea@a.test>"]
+    assert msg["Message-ID"] == "<1@a.test>"
+    assert msg["Subject"] is None and msg["Date"] is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["From", "Sender", "To", "Date", "X-A"]),
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+        ),
+        max_size=6,
+    )
+)
+def test_select_fields_agrees_with_the_full_parser(fields):
+    block = b"".join(f"{n}: {v}\r\n".encode() for n, v in fields) + b"\r\nbody\r\n"
+    fast = select_fields(block, _FIELDS)
+    full = parse_header(block)
+    for name in _FIELDS:
+        assert [v.strip() for v in fast.get_all(name) or []] == [
+            str(v).strip() for v in full.get_all(name) or []
+        ]
