@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from directory.trust import TrustListSource
 from mailserver.queue.store import NewQueued, QueueStore, RecipientSpec, domain_of
 from mailserver.store.mailstore import FiledMessage, MailStore, NewMessage
 from mailserver.store.tables import Account, Mailbox
+from openmss.db.commit import BatchHandler
 from openmss.db.engine import Database
 
 # Built once: building SQLAlchemy expressions costs more than running them.
@@ -229,3 +231,23 @@ class Delivery:
         if missing:
             raise DeliveryError(f"no Sent mailbox for account(s) {sorted(missing)}")
         return inboxes, sent, uidnext
+
+
+def storage_handlers(config: dict[str, Any]) -> tuple[Database, dict[str, BatchHandler]]:
+    """Build, in the storage worker process, what stores accepted messages (see
+    ``openmss.db.commit.ProcessBackend``): ``config`` is the settings as JSON-able values."""
+    from mailserver.store import DatabaseBlobStore
+    from openmss.settings import Settings
+
+    settings = Settings(**config)
+    db = Database(settings.effective_database_url)
+    blobs = DatabaseBlobStore()
+    delivery = Delivery(
+        db=db,
+        local_domains=settings.domains,
+        store=MailStore(blobs),
+        queue=QueueStore(blobs),
+        trust=TrustListSource.empty(),  # routing was decided in the SMTP session
+        queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
+    )
+    return db, {"deliver": delivery.deliver_many}

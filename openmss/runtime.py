@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 import uvicorn
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
 from mailserver.delivery import Delivery, DeliveryReport
@@ -23,7 +24,7 @@ from mailserver.smtp.listeners import start_inbound, start_submission
 from mailserver.smtp.submission import SubmissionHandler
 from mailserver.store import DatabaseBlobStore, MailStore
 from openmss.auth import Authenticator
-from openmss.db.commit import GroupCommitter
+from openmss.db.commit import Backend, GroupCommitter, ProcessBackend, ThreadBackend
 from openmss.db.engine import Database
 from openmss.db.migrate import upgrade
 from openmss.http import create_app
@@ -66,6 +67,17 @@ class Runtime:
             batch_delay=settings.commit_batch_delay,
             on_commit=self._committed,
         )
+        storage_backend: Backend = (
+            ProcessBackend("mailserver.delivery:storage_handlers", settings.model_dump(mode="json"))
+            if settings.storage_process
+            else ThreadBackend(self.db, {"deliver": self._deliver_many})
+        )
+        self.storage = GroupCommitter(
+            storage_backend,
+            max_batch=settings.commit_batch_max,
+            batch_delay=settings.commit_batch_delay,
+            on_commit=self._committed,
+        )
         self.authenticator = Authenticator(
             self.db, self.passwords, self.throttle, self.committer, failure_delay=settings.login_failure_delay
         )
@@ -104,6 +116,9 @@ class Runtime:
         for listener in self._delivery_listeners:
             listener(report)
 
+    def _deliver_many(self, session: Session, messages: Sequence[Any]) -> Sequence[Any]:
+        return self.delivery.deliver_many(session, messages)
+
     def _committed(self, units: int) -> None:
         self.metrics.group_commits.inc()
         self.metrics.group_commit_units.inc(units)
@@ -129,6 +144,7 @@ class Runtime:
         if self.settings.auto_migrate:
             await upgrade(self.db)
         self.committer.start()
+        self.storage.start()
 
     async def start(self) -> None:
         s = self.settings
@@ -143,6 +159,7 @@ class Runtime:
             hostname=s.hostname,
             delivery=self.delivery,
             committer=self.committer,
+            storage=self.storage,
             metrics=self.metrics,
             max_recipients=s.max_recipients,
             on_delivered=self.delivered,
@@ -229,6 +246,7 @@ class Runtime:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5)
+        await self.storage.stop()
         await self.committer.stop()
         await self.db.dispose()
 

@@ -72,9 +72,14 @@ class Settings(BaseSettings):
     login_window_seconds: float = 300.0
     login_failure_delay: float = 1.0
 
-    # Group commit: how long the writer waits for more work once the first item arrived.
-    commit_batch_delay: float = 0.0
+    # Group commit: under load (the previous group held several units), how long the writer
+    # waits for more work once the first unit arrived.
+    commit_batch_delay: float = 0.002
     commit_batch_max: int = 256
+
+    # Store accepted messages in a storage worker process (its own interpreter and GIL, so a
+    # second core works for SMTP sessions); off: a writer thread of the main process.
+    storage_process: bool = True
 
     log_level: str = "INFO"
     log_format: str = "json"  # or "text"

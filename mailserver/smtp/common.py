@@ -33,6 +33,7 @@ class SmtpDeps:
     hostname: str
     delivery: Delivery
     committer: GroupCommitter
+    storage: GroupCommitter  # knows the batch handler "deliver" (mailserver.delivery)
     metrics: Metrics
     max_recipients: int
     on_delivered: Callable[[DeliveryReport], None] = lambda report: None
@@ -121,9 +122,8 @@ class BaseHandler:
             when=now,
             auth_user=auth_user,
         )
-        chunks: list[bytes | memoryview] = (
-            [trace, prefix, memoryview(content)] if prefix else [trace, memoryview(content)]
-        )
+        # Plain bytes: the storage worker process receives them pickled.
+        chunks: list[bytes | memoryview] = [trace, prefix, content] if prefix else [trace, content]
         size = sum(len(c) for c in chunks)
         message = AcceptedMessage(
             mail_from=envelope.mail_from or "",
@@ -138,9 +138,7 @@ class BaseHandler:
         )
         started = time.perf_counter()
         try:
-            report = await self.deps.committer.run_batched(
-                self.deps.delivery.deliver_many, message, weight=size
-            )
+            report: DeliveryReport = await self.deps.storage.run_batched("deliver", message, weight=size)
         except DeliveryError as exc:
             log.warning("delivery refused", extra={"queue_id": queue_id, "error": str(exc)})
             return self.reject("delivery", f"450 4.2.0 Mailbox unavailable, try again later ({queue_id})")

@@ -1,9 +1,9 @@
 """Group commit: many concurrent writers share one durable commit.
 
 Every SMTP session that receives a message must not answer 250 before the message is durably
-committed. A commit costs an fsync, and every statement costs a round trip through the driver;
-with dozens of sessions, paying both per message caps the throughput. ``GroupCommitter`` runs one
-writer task that takes every unit of work waiting in its queue and commits them together:
+committed. A commit costs an fsync, and every statement costs work; with dozens of sessions,
+paying both per message caps the throughput. ``GroupCommitter`` runs one loop that takes every
+unit of work waiting in its queue and commits them together:
 
 * a *batch* unit (``run_batched``) names a handler that stores many payloads at once; all waiting
   payloads of one handler go to a single call, so a group of messages costs a constant number of
@@ -14,18 +14,26 @@ Each call runs inside its own SAVEPOINT. If a batch call fails, its payloads are
 one, each in its own SAVEPOINT, so that one bad unit spoils no other. The transaction is then
 committed once, and only after the commit returned is any caller answered.
 
-Units are synchronous functions of a synchronous ``Session``: the whole group runs in one
-dedicated writer thread, one hop away from the event loop, instead of one hop per statement.
+Where the transaction runs is the backend's business: ``ThreadBackend`` runs it in one writer
+thread of this process (a synchronous engine: one hop per group instead of one per statement);
+``ProcessBackend`` runs it in a storage worker process, an interpreter of its own, so that
+storing messages does not compete with the SMTP sessions for this process's GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
-from collections.abc import Callable, Sequence
+import multiprocessing
+import pickle
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from multiprocessing.connection import Connection
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy.orm import Session
 
@@ -34,13 +42,244 @@ from openmss.db.engine import Database
 T = TypeVar("T")
 P = TypeVar("P")
 BatchHandler = Callable[[Session, Sequence[Any]], Sequence[Any]]
+Outcome = tuple[bool, Any]  # (succeeded, result or exception)
 
 log = logging.getLogger(__name__)
 
 
+def _single(session: Session, works: Sequence[Callable[[Session], Any]]) -> list[Any]:
+    return [work(session) for work in works]
+
+
+def _call(session: Session, handler: BatchHandler, payloads: Sequence[Any]) -> list[Outcome]:
+    try:
+        with session.begin_nested():
+            values = handler(session, payloads)
+        if len(values) != len(payloads):
+            raise RuntimeError(f"{handler!r} returned {len(values)} results for {len(payloads)} payloads")
+        return [(True, value) for value in values]
+    except Exception as exc:
+        if len(payloads) == 1:
+            return [(False, exc)]
+    # Find the culprit: one SAVEPOINT per payload.
+    return [outcome for payload in payloads for outcome in _call(session, handler, [payload])]
+
+
+def run_groups(db: Database, groups: Sequence[tuple[BatchHandler, Sequence[Any]]]) -> list[list[Outcome]]:
+    """Synchronously: every group in one transaction, committed once (durably)."""
+    with db.sync_transaction() as session:
+        return [_call(session, handler, payloads) for handler, payloads in groups]
+
+
+class Backend(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]: ...
+
+
+class ThreadBackend:
+    """Transactions in one writer thread of this process. Handlers are callables, or names
+    looked up in ``handlers``."""
+
+    def __init__(self, db: Database, handlers: dict[str, BatchHandler] | None = None) -> None:
+        self._db = db
+        self._handlers = handlers or {}
+        self._thread: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-writer")
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
+        assert self._thread is not None, "backend not started"
+        resolved: list[tuple[BatchHandler, Sequence[Any]]] = [
+            (self._handlers[key] if isinstance(key, str) else cast(BatchHandler, key), payloads)
+            for key, payloads in groups
+        ]
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run_groups, self._db, resolved)
+
+
+# The storage worker process's own state, set once by its initializer; never used in the parent.
+_CHILD: dict[str, Any] = {}
+
+
+def _child_init(factory: str, config: dict[str, Any]) -> None:
+    module, _, name = factory.partition(":")
+    db, handlers = getattr(importlib.import_module(module), name)(config)
+    _CHILD.update(db=db, handlers=handlers)
+
+
+def _portable(outcome: Outcome) -> Outcome:
+    ok, value = outcome
+    try:
+        pickle.dumps(value)
+        return outcome
+    except Exception:
+        return ok, RuntimeError(f"{type(value).__name__}: {value}")
+
+
+def _child_run(groups: list[tuple[str, list[Any]]]) -> list[list[Outcome]]:
+    handlers = _CHILD["handlers"]
+    results = run_groups(_CHILD["db"], [(handlers[name], payloads) for name, payloads in groups])
+    return [[_portable(o) for o in group] for group in results]
+
+
+class StorageProcessDied(RuntimeError):
+    """The storage worker process ended; what it had not committed is not committed."""
+
+
+def _child_main(conn: Connection, factory: str, config: dict[str, Any]) -> None:
+    """The storage worker process. It takes every request waiting in the pipe (each a list of
+    groups from one round of the parent's group commit), stores them all in one transaction
+    with one call per handler, commits once, then answers each request in order."""
+    _child_init(factory, config)
+    while True:
+        try:
+            requests = [conn.recv()]
+            while requests[-1] is not None and len(requests) < 64 and conn.poll():
+                requests.append(conn.recv())
+        except EOFError:
+            return
+        stop = requests[-1] is None
+        requests = [r for r in requests if r is not None]
+        if requests:
+            for reply in _run_requests(requests):
+                conn.send(reply)
+        if stop:
+            return
+
+
+def _run_requests(requests: list[list[tuple[str, list[Any]]]]) -> list[Any]:
+    merged: dict[str, list[Any]] = {}
+    for groups in requests:
+        for name, payloads in groups:
+            merged.setdefault(name, []).extend(payloads)
+    try:
+        outcomes = dict(zip(merged, _child_run(list(merged.items())), strict=True))
+    except Exception as exc:  # the transaction itself failed (e.g. the disk is full)
+        failure = _portable((False, exc))[1]
+        return [failure for _ in requests]
+    taken = dict.fromkeys(merged, 0)
+    replies: list[Any] = []
+    for groups in requests:
+        reply = []
+        for name, payloads in groups:
+            start = taken[name]
+            reply.append(outcomes[name][start : start + len(payloads)])
+            taken[name] = start + len(payloads)
+        replies.append(reply)
+    return replies
+
+
+class ProcessBackend:
+    """Transactions in a storage worker process. ``factory`` ("module:function") is called in
+    the child with ``config`` and returns ``(Database, {name: handler})``; handlers are named.
+
+    One duplex pipe: requests are written from the event loop (large ones from a helper
+    thread, so that a 25 MB message never stalls the loop), replies are read by an event-loop
+    reader callback, in order. No feeder or manager thread competes for this process's GIL.
+    """
+
+    _DIRECT_SEND = 1 << 20
+
+    def __init__(self, factory: str, config: dict[str, Any]) -> None:
+        self._factory = factory
+        self._config = config
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._waiting: deque[asyncio.Future[list[list[Outcome]]]] = deque()
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-storage-send")
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        # "spawn": a fresh interpreter, nothing inherited from this threaded asyncio process.
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        self._proc = ctx.Process(
+            target=_child_main, args=(child, self._factory, self._config), name="openmss-storage", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            while conn.poll():
+                reply = conn.recv()
+                future = self._waiting.popleft()
+                if not future.done():
+                    if isinstance(reply, BaseException):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        except (EOFError, OSError):
+            self._died()
+
+    def _died(self) -> None:
+        log.error("storage worker process died; starting a new one")
+        self._close()
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(StorageProcessDied("storage worker process died"))
+        self.start()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=0.1)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc = None
+
+    def stop(self) -> None:
+        # Called from a worker thread by GroupCommitter.stop: no event loop calls here.
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.send(None)
+        if self._proc is not None:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._sender.shutdown(wait=False)
+
+    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
+        if self._conn is None:
+            self.start()
+        conn = self._conn
+        assert conn is not None
+        request = [(str(key), payloads) for key, payloads in groups]
+        future: asyncio.Future[list[list[Outcome]]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        try:
+            data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+            if len(data) <= self._DIRECT_SEND:
+                conn.send_bytes(data)
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._sender, conn.send_bytes, data)
+        except (OSError, EOFError):
+            self._died()
+        return await future
+
+
 @dataclass
 class _Item:
-    handler: BatchHandler
+    key: Hashable
     payload: Any
     future: asyncio.Future[Any]
     weight: int
@@ -54,33 +293,34 @@ class CommitStats:
     largest_batch: int = 0
 
 
-def _single(session: Session, works: Sequence[Callable[[Session], Any]]) -> list[Any]:
-    return [work(session) for work in works]
-
-
 class GroupCommitter:
     def __init__(
         self,
-        db: Database,
+        backend: Backend | Database,
         *,
         max_batch: int = 256,
         max_batch_bytes: int = 64 * 1024 * 1024,
         batch_delay: float = 0.0,
         on_commit: Callable[[int], None] = lambda units: None,
+        in_flight: int = 4,
     ) -> None:
-        self._db = db
+        self._backend: Backend = ThreadBackend(backend) if isinstance(backend, Database) else backend
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._max_batch = max_batch
         self._max_bytes = max_batch_bytes
         self._delay = batch_delay
         self._on_commit = on_commit
         self._task: asyncio.Task[None] | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._last_size = 0
+        # Groups handed to the backend and not yet answered: while one commits, the next is
+        # already on its way (the backend's single thread or process still runs them in order).
+        self._slots = asyncio.Semaphore(in_flight)
+        self._pending: set[asyncio.Task[None]] = set()
         self.stats = CommitStats()
 
     def start(self) -> None:
         if self._task is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-writer")
+            self._backend.start()
             self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
@@ -91,39 +331,41 @@ class GroupCommitter:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(RuntimeError("server is stopping"))
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        await asyncio.to_thread(self._backend.stop)
 
     async def run(self, work: Callable[[Session], T], *, weight: int = 0) -> T:
         """Run ``work`` in the next group transaction; return once it is durably committed."""
-        result: T = await self.run_batched(_single, work, weight=weight)
+        result: T = await self._submit(_single, work, weight)
         return result
 
     async def run_batched(
-        self,
-        handler: Callable[[Session, Sequence[P]], Sequence[T]],
-        payload: P,
-        *,
-        weight: int = 0,
+        self, handler: Callable[[Session, Sequence[P]], Sequence[T]] | str, payload: P, *, weight: int = 0
     ) -> T:
-        """Give ``payload`` to ``handler`` together with every other waiting payload of the same
-        handler; ``handler`` returns one result per payload, in order. Returns this payload's
-        result once it is durably committed."""
+        """Give ``payload`` to ``handler`` (a callable, or a name the backend knows) together with
+        every other waiting payload of the same handler; the handler returns one result per
+        payload, in order. Returns this payload's result once it is durably committed."""
+        result: T = await self._submit(handler, payload, weight)
+        return result
+
+    async def _submit(self, key: Hashable, payload: Any, weight: int) -> Any:
         if self._task is None:
             raise RuntimeError("GroupCommitter is not started")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(handler, payload, future, weight))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(key, payload, future, weight))
         return await future
 
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
-            if self._delay:
+            if self._delay and self._last_size > 1 and self._slots.locked():
+                # Under load (the last group was shared and every slot is busy), wait a moment
+                # for more units: fewer, larger commits. A lone writer is never delayed.
                 await asyncio.sleep(self._delay)
             batch = [first]
             size = first.weight
@@ -131,32 +373,15 @@ class GroupCommitter:
                 item = self._queue.get_nowait()
                 batch.append(item)
                 size += item.weight
-            await self._commit(batch)
+            self._last_size = len(batch)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._commit(batch))
+            self._pending.add(task)
+            task.add_done_callback(self._done)
 
-    def _call(self, session: Session, items: list[_Item]) -> list[tuple[_Item, bool, Any]]:
-        handler = items[0].handler
-        try:
-            with session.begin_nested():
-                values = handler(session, [item.payload for item in items])
-            if len(values) != len(items):
-                raise RuntimeError(f"{handler!r} returned {len(values)} results for {len(items)} payloads")
-            return [(item, True, value) for item, value in zip(items, values, strict=True)]
-        except Exception as exc:
-            if len(items) == 1:
-                return [(items[0], False, exc)]
-        # Find the culprit: one SAVEPOINT per payload.
-        results: list[tuple[_Item, bool, Any]] = []
-        for item in items:
-            results.extend(self._call(session, [item]))
-        return results
-
-    def _transaction(self, groups: list[list[_Item]]) -> list[tuple[_Item, bool, Any]]:
-        """In the writer thread: every group in one transaction, committed once."""
-        results: list[tuple[_Item, bool, Any]] = []
-        with self._db.sync_transaction() as session:
-            for items in groups:
-                results.extend(self._call(session, items))
-        return results
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        self._slots.release()
 
     async def _commit(self, batch: list[_Item]) -> None:
         live = [item for item in batch if not item.future.cancelled()]
@@ -164,12 +389,12 @@ class GroupCommitter:
         for item in live:
             # Plain units each get their own call; batch units are grouped by handler (a bound
             # method is a new object at every access, but compares and hashes equal).
-            key = ("plain", id(item)) if item.handler is _single else ("batch", item.handler)
-            groups.setdefault(key, []).append(item)
-        assert self._thread is not None
+            group = ("plain", id(item)) if item.key is _single else ("batch", item.key)
+            groups.setdefault(group, []).append(item)
+        ordered = list(groups.values())
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._transaction, list(groups.values())
+            results = await self._backend.execute(
+                [(items[0].key, [i.payload for i in items]) for items in ordered]
             )
         except Exception as exc:
             log.error("group commit failed", extra={"units": len(live), "error": repr(exc)})
@@ -182,10 +407,11 @@ class GroupCommitter:
         self.stats.units += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         self._on_commit(len(live))
-        for item, ok, value in results:
-            if item.future.done():
-                continue
-            if ok:
-                item.future.set_result(value)
-            else:
-                item.future.set_exception(value)
+        for items, outcomes in zip(ordered, results, strict=True):
+            for item, (ok, value) in zip(items, outcomes, strict=True):
+                if item.future.done():
+                    continue
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)

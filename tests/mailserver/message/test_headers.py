@@ -428,3 +428,13 @@ def test_select_fields_agrees_with_the_full_parser(fields):
         assert [v.strip() for v in fast.get_all(name) or []] == [
             str(v).strip() for v in full.get_all(name) or []
         ]
+
+
+@given(st.integers(min_value=0, max_value=4_000_000_000))
+def test_format_date_matches_the_standard_library_for_utc(seconds):
+    from email.utils import format_datetime
+
+    from mailserver.message.headers import format_date
+
+    when = datetime.fromtimestamp(seconds, UTC)
+    assert format_date(when) == format_datetime(when)
