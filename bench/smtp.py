@@ -252,6 +252,16 @@ def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     return ticks / _TICKS
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and of its live descendants (OpenMSS's storage worker process)."""
+    total = cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(process_tree_cpu_seconds(int(child)) for child in children)
+
+
 def machine_busy_seconds() -> float:
     """CPU time spent by every process on the machine (all cores), from /proc/stat."""
     try:
@@ -543,7 +553,7 @@ class Sample:
             db = postgres_cpu_seconds(target.postgres_db)
         return cls(
             at=time.perf_counter(),
-            server=cpu_seconds(target.server.pid),
+            server=process_tree_cpu_seconds(target.server.pid),
             client=time.process_time(),
             db=db,
             machine=machine_busy_seconds(),

@@ -60,6 +60,9 @@ class BaseHandler:
 
     def __init__(self, deps: SmtpDeps) -> None:
         self.deps = deps
+        # Label-bound metric children, looked up once rather than on every message.
+        self._accepted = deps.metrics.smtp_accepted.labels(self.service)
+        self._bytes = deps.metrics.smtp_bytes.labels(self.service)
 
     def connection_opened(self) -> None:
         self.deps.metrics.smtp_sessions.labels(self.service).inc()
@@ -146,8 +149,8 @@ class BaseHandler:
             log.exception("storing a message failed", extra={"queue_id": queue_id})
             return self.reject("storage", "451 4.3.0 Could not store the message now, please try again later")
         self.deps.metrics.store_seconds.observe(time.perf_counter() - started)
-        self.deps.metrics.smtp_accepted.labels(self.service).inc()
-        self.deps.metrics.smtp_bytes.labels(self.service).inc(size)
+        self._accepted.inc()
+        self._bytes.inc(size)
         log.info(
             "message accepted",
             extra={

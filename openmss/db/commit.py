@@ -65,8 +65,31 @@ def _call(session: Session, handler: BatchHandler, payloads: Sequence[Any]) -> l
     return [outcome for payload in payloads for outcome in _call(session, handler, [payload])]
 
 
+class _Retry(Exception):
+    pass
+
+
 def run_groups(db: Database, groups: Sequence[tuple[BatchHandler, Sequence[Any]]]) -> list[list[Outcome]]:
-    """Synchronously: every group in one transaction, committed once (durably)."""
+    """Synchronously: every group in one transaction, committed once (durably).
+
+    Optimistic first: the groups run without SAVEPOINTs (two statements fewer per group). If
+    anything fails, that transaction is rolled back whole and the groups run again with one
+    SAVEPOINT per call, and per payload where a call fails, so that only the culprits fail.
+    """
+    try:
+        with db.sync_transaction() as session:
+            results: list[list[Outcome]] = []
+            for handler, payloads in groups:
+                try:
+                    values = handler(session, payloads)
+                except Exception as exc:
+                    raise _Retry from exc
+                if len(values) != len(payloads):
+                    raise _Retry
+                results.append([(True, value) for value in values])
+            return results
+    except _Retry:
+        pass
     with db.sync_transaction() as session:
         return [_call(session, handler, payloads) for handler, payloads in groups]
 

@@ -348,7 +348,7 @@ def test_fold_field_and_sanitize() -> None:
 def test_missing_headers() -> None:
     both = missing_headers(_msg("From: a@b.example\r\n\r\n"), domain="OpenMSS.example", now=WHEN)
     lines = both.split(b"\r\n")
-    assert re.fullmatch(rb"Message-ID: <[0-9a-f-]{36}@openmss\.example>", lines[0])
+    assert re.fullmatch(rb"Message-ID: <[0-9a-f]{32}@openmss\.example>", lines[0])
     assert lines[1] == b"Date: Tue, 05 Mar 2024 14:07:09 +0000"
     assert lines[2] == b""
     complete = _msg("message-id: <x@y>\r\nDATE: Tue, 05 Mar 2024 14:07:09 +0000\r\n\r\n")
@@ -360,7 +360,7 @@ def test_missing_headers() -> None:
 def test_make_message_id() -> None:
     first, second = make_message_id("Example.org."), make_message_id("example.org")
     assert first != second
-    assert re.fullmatch(r"<[0-9a-f-]{36}@example\.org>", first)
+    assert re.fullmatch(r"<[0-9a-f]{32}@example\.org>", first)
     assert make_message_id("hôpital.example").endswith("@xn--hpital-ixa.example>")
     for bad in ("", "a b", "x>y", "a..b"):
         with pytest.raises(ValueError):
