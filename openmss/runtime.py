@@ -76,6 +76,7 @@ class Runtime:
             storage_backend,
             max_batch=settings.commit_batch_max,
             batch_delay=settings.commit_batch_delay,
+            in_flight=settings.commit_in_flight,
             on_commit=self._committed,
         )
         self.authenticator = Authenticator(

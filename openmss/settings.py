@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Group commit: under load (the previous group held several units), how long the writer
     # waits for more work once the first unit arrived.
     commit_batch_delay: float = 0.002
+    # Groups handed to the storage backend and not yet committed (the next one travels while
+    # the current one commits; the backend still commits them in order).
+    commit_in_flight: int = 4
     commit_batch_max: int = 256
 
     # Store accepted messages in a storage worker process (its own interpreter and GIL, so a
