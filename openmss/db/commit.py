@@ -97,7 +97,7 @@ def run_groups(db: Database, groups: Sequence[tuple[BatchHandler, Sequence[Any]]
 class Backend(Protocol):
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    async def stop(self) -> None: ...
 
     async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]: ...
 
@@ -115,10 +115,10 @@ class ThreadBackend:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-writer")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
+            thread, self._thread = self._thread, None
+            await asyncio.to_thread(thread.shutdown, wait=True)
 
     async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
         assert self._thread is not None, "backend not started"
@@ -219,6 +219,7 @@ class ProcessBackend:
         self._conn: Connection | None = None
         self._waiting: deque[asyncio.Future[list[list[Outcome]]]] = deque()
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-storage-send")
+        self._stopping = False
 
     def start(self) -> None:
         if self._proc is not None:
@@ -250,6 +251,8 @@ class ProcessBackend:
             self._died()
 
     def _died(self) -> None:
+        if self._stopping:
+            return
         log.error("storage worker process died; starting a new one")
         self._close()
         while self._waiting:
@@ -270,15 +273,26 @@ class ProcessBackend:
                 self._proc.kill()
             self._proc = None
 
-    def stop(self) -> None:
-        # Called from a worker thread by GroupCommitter.stop: no event loop calls here.
-        if self._conn is not None:
+    async def stop(self) -> None:
+        """Ask the worker to finish what it has and exit; wait for it (on the event loop)."""
+        self._stopping = True
+        conn, proc = self._conn, self._proc
+        if conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.send(None)
-        if self._proc is not None:
-            self._proc.join(timeout=10)
-            if self._proc.is_alive():
-                self._proc.kill()
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+            with contextlib.suppress(Exception):
+                conn.send(None)
+        if proc is not None:
+            await asyncio.to_thread(proc.join, 10)
+            if proc.is_alive():
+                proc.kill()
+        if conn is not None:
+            conn.close()
+        self._conn = self._proc = None
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(StorageProcessDied("server is stopping"))
         self._sender.shutdown(wait=False)
 
     async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
@@ -360,7 +374,7 @@ class GroupCommitter:
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(RuntimeError("server is stopping"))
-        await asyncio.to_thread(self._backend.stop)
+        await self._backend.stop()
 
     async def run(self, work: Callable[[Session], T], *, weight: int = 0) -> T:
         """Run ``work`` in the next group transaction; return once it is durably committed."""

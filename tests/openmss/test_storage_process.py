@@ -1,0 +1,56 @@
+"""The storage worker process: batches through a real child process, its death, its stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from openmss.db.commit import GroupCommitter, ProcessBackend, StorageProcessDied
+from openmss.db.engine import Database
+from openmss.db.migrate import upgrade
+
+from servers import pg_database_url
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> str:
+    url = await pg_database_url("storage") or f"sqlite+aiosqlite:///{tmp_path / 's.sqlite3'}"
+    db = Database(url)
+    await upgrade(db)
+    await db.dispose()
+    return url
+
+
+async def test_batches_are_stored_by_the_child_and_a_dead_child_is_replaced(url):
+    backend = ProcessBackend("tests.support.storage_factory:handlers", {"url": url})
+    committer = GroupCommitter(backend)
+    committer.start()
+    try:
+        results = await asyncio.gather(*(committer.run_batched("audit", f"actor{i}") for i in range(20)))
+        child = results[0]
+        assert child != os.getpid() and all(r == child for r in results)
+        failed = await asyncio.gather(committer.run_batched("audit", "poison"), return_exceptions=True)
+        assert isinstance(failed[0], ValueError)  # a failing payload fails alone, with its error
+
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(StorageProcessDied):
+            await committer.run_batched("audit", "lost")
+        again = await committer.run_batched("audit", "after")  # a new worker took over
+        assert again != child
+    finally:
+        await committer.stop()
+    db = Database(url)
+    try:
+        from sqlalchemy import select
+
+        from openmss.audit import AuditEvent
+
+        async with db.read() as session:
+            actors = sorted(e.actor for e in await session.scalars(select(AuditEvent)))
+    finally:
+        await db.dispose()
+    assert actors == sorted([f"actor{i}" for i in range(20)] + ["after"])

@@ -1,0 +1,25 @@
+"""A storage-worker factory for tests: one handler that records audit events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from openmss import audit
+from openmss.db.commit import BatchHandler
+from openmss.db.engine import Database
+
+
+def _audit(session: Session, actors: Sequence[str]) -> list[int]:
+    for actor in actors:
+        if actor == "poison":
+            raise ValueError("poison payload")
+        audit.record(session, actor=actor, action="storage.test")
+    return [os.getpid() for _ in actors]
+
+
+def handlers(config: dict[str, Any]) -> tuple[Database, dict[str, BatchHandler]]:
+    return Database(config["url"]), {"audit": _audit}
