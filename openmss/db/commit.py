@@ -28,6 +28,7 @@ import importlib
 import logging
 import multiprocessing
 import pickle
+import signal
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -161,7 +162,13 @@ class StorageProcessDied(RuntimeError):
 def _child_main(conn: Connection, factory: str, config: dict[str, Any]) -> None:
     """The storage worker process. It takes every request waiting in the pipe (each a list of
     groups from one round of the parent's group commit), stores them all in one transaction
-    with one call per handler, commits once, then answers each request in order."""
+    with one call per handler, commits once, then answers each request in order.
+
+    Its lifetime is the parent's: signals sent to the process group (Ctrl-C, a service
+    manager's SIGTERM) are ignored here, and it exits when the parent says so or goes away
+    (end of the pipe), never in the middle of a commit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _child_init(factory, config)
     while True:
         try:
