@@ -13,7 +13,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
+}
 # Keys that must never reach a log line even if a caller slipped.
 _SECRET_KEYS = {"password", "passwd", "secret", "body", "content", "data", "token", "auth_data"}
 
