@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email.header import Header
 from email.message import Message
@@ -36,12 +36,10 @@ __all__ = [
     "HEADER_POLICY",
     "MAX_HEADER_SIZE",
     "MessageFormatError",
-    "assemble",
     "find_bare_line_endings",
     "fold_field",
     "format_date",
     "header_addresses",
-    "iter_chunks",
     "make_message_id",
     "missing_headers",
     "parse_header",
@@ -467,38 +465,3 @@ def missing_headers(msg: Message, *, domain: str, now: datetime) -> bytes:
     if msg.get("Date") is None:
         lines.append(f"Date: {format_date(now)}\r\n")
     return "".join(lines).encode("ascii")
-
-
-def assemble(prefix: bytes, original: bytes | memoryview) -> list[memoryview | bytes]:
-    """The chunk list *prefix* + *original* (e.g. new trace fields + the received
-    message), without concatenating; an empty *prefix* is left out."""
-    chunks: list[memoryview | bytes] = []
-    if prefix:
-        chunks.append(prefix)
-    chunks.append(_as_view(original))
-    return chunks
-
-
-def iter_chunks(chunks: Iterable[bytes | memoryview], size: int = 1 << 20) -> Iterator[bytes]:
-    """Re-slice *chunks* into ``bytes`` of exactly *size* octets (the last may be
-    shorter); only one output chunk is materialized at a time."""
-    if size <= 0:
-        raise ValueError("size must be positive")
-    pending = bytearray()
-    for chunk in chunks:
-        view = _as_view(chunk)
-        position = 0
-        length = len(view)
-        while position < length:
-            if not pending and length - position >= size:
-                yield bytes(view[position : position + size])
-                position += size
-                continue
-            take = min(size - len(pending), length - position)
-            pending += view[position : position + take]
-            position += take
-            if len(pending) == size:
-                yield bytes(pending)
-                pending.clear()
-    if pending:
-        yield bytes(pending)

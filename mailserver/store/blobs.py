@@ -121,8 +121,3 @@ class DatabaseBlobStore:
     def delete(self, session: Session, blob_id: int) -> None:
         session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob_id))
         session.execute(delete(Blob).where(Blob.id == blob_id))
-
-
-async def read_all(blobs: BlobStore, session: AsyncSession, blob_id: int) -> bytes:
-    """The whole blob in memory: for tests and small messages only."""
-    return b"".join([chunk async for chunk in blobs.get(session, blob_id)])

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -108,17 +108,6 @@ class MailStore:
         result = await session.scalars(select(Account).where(Account.address == address.lower()))
         return result.first()
 
-    async def accounts_by_address(
-        self, session: AsyncSession, addresses: Iterable[str]
-    ) -> dict[str, Account]:
-        wanted = {a.lower() for a in addresses}
-        if not wanted:
-            return {}
-        result = await session.scalars(select(Account).where(Account.address.in_(wanted)))
-        return {a.address: a for a in result}
-
-    # Mailboxes ------------------------------------------------------------------------------
-
     async def mailbox(self, session: AsyncSession, account_id: int, name: str) -> Mailbox:
         if name.upper() == "INBOX":
             name = "INBOX"
@@ -206,12 +195,6 @@ class MailStore:
             select(Message).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
         )
         return [_stored(m) for m in result]
-
-    async def count(self, session: AsyncSession, mailbox_id: int) -> int:
-        n = await session.scalar(
-            select(func.count()).select_from(Message).where(Message.mailbox_id == mailbox_id)
-        )
-        return int(n or 0)
 
     def body(self, session: AsyncSession, message: StoredMessage) -> AsyncIterator[bytes]:
         return self.blobs.get(session, message.blob_id)

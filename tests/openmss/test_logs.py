@@ -7,9 +7,7 @@ import io
 import logging
 import smtplib
 
-from sqlalchemy import select
-
-from openmss.audit import AuditEvent
+from openmss.audit import AuditEvent, events_for
 from openmss.logs import JsonFormatter, configure_logging
 
 MARKER_BODY = "CONFIDENTIEL-diagnostic-7f3a"
@@ -50,8 +48,11 @@ async def test_no_body_subject_or_password_in_logs(server):
     for secret in (MARKER_BODY, MARKER_SUBJECT, "Mot-de-passe-tres-secret", "wrong-Mot-de-passe"):
         assert secret not in logs  # ...but none of its content
     async with server.runtime.db.read() as session:
-        actions = [e.action for e in await session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
-    assert "smtp.auth.failure" in actions and "smtp.auth.success" in actions
+        actions = [e.action for e in await events_for(session, target=alice)]
+        by_actor = [e.action for e in await events_for(session, actor=alice)]
+    # smtplib's login() tries PLAIN, then LOGIN: two failures for the wrong password.
+    assert actions == by_actor == ["smtp.auth.failure", "smtp.auth.failure", "smtp.auth.success"]
+    assert all(e.peer == "127.0.0.1" for e in await _events(server, alice))
 
 
 def test_json_formatter_redacts_secret_extras():
@@ -60,3 +61,8 @@ def test_json_formatter_redacts_secret_extras():
     record.queue_id = "Q1"
     line = JsonFormatter().format(record)
     assert "hunter2" not in line and '"queue_id": "Q1"' in line
+
+
+async def _events(server, address: str) -> list[AuditEvent]:
+    async with server.runtime.db.read() as session:
+        return await events_for(session, target=address)

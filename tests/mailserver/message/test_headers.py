@@ -14,11 +14,9 @@ from hypothesis import strategies as st
 from mailserver.message.headers import (
     MAX_HEADER_SIZE,
     MessageFormatError,
-    assemble,
     find_bare_line_endings,
     fold_field,
     header_addresses,
-    iter_chunks,
     make_message_id,
     missing_headers,
     parse_header,
@@ -365,34 +363,6 @@ def test_make_message_id() -> None:
     for bad in ("", "a b", "x>y", "a..b"):
         with pytest.raises(ValueError):
             make_message_id(bad)
-
-
-# -- assemble / iter_chunks -------------------------------------------------------------
-
-
-def test_assemble_does_not_copy() -> None:
-    original = b"Subject: x\r\n\r\nbody"
-    chunks = assemble(b"Received: ...\r\n", original)
-    assert chunks[0] == b"Received: ...\r\n"
-    assert isinstance(chunks[1], memoryview) and chunks[1].obj is original
-    assert len(assemble(b"", original)) == 1
-
-
-def test_iter_chunks() -> None:
-    chunks = assemble(b"abc", b"defghij")
-    assert list(iter_chunks(chunks, 4)) == [b"abcd", b"efgh", b"ij"]
-    assert list(iter_chunks([b"", memoryview(b"")], 4)) == []
-    assert list(iter_chunks([b"x" * 8], 4)) == [b"xxxx", b"xxxx"]
-    with pytest.raises(ValueError):
-        list(iter_chunks([b"x"], 0))
-
-
-@given(st.lists(st.binary(max_size=50), max_size=10), st.integers(1, 64))
-def test_iter_chunks_property(parts: list[bytes], size: int) -> None:
-    out = list(iter_chunks([memoryview(p) if i % 2 else p for i, p in enumerate(parts)], size))
-    assert b"".join(out) == b"".join(parts)
-    assert all(len(chunk) == size for chunk in out[:-1])
-    assert all(0 < len(chunk) <= size for chunk in out)
 
 
 # select_fields: the fast path of submission must agree with the full parser.
