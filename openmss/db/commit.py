@@ -100,7 +100,8 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]: ...
+    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
+        """Hand a group over; the future gets one list of outcomes per group, in order."""
 
 
 class ThreadBackend:
@@ -121,13 +122,13 @@ class ThreadBackend:
             thread, self._thread = self._thread, None
             await asyncio.to_thread(thread.shutdown, wait=True)
 
-    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
+    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
         assert self._thread is not None, "backend not started"
         resolved: list[tuple[BatchHandler, Sequence[Any]]] = [
             (self._handlers[key] if isinstance(key, str) else cast(BatchHandler, key), payloads)
             for key, payloads in groups
         ]
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run_groups, self._db, resolved)
+        return asyncio.get_running_loop().run_in_executor(self._thread, run_groups, self._db, resolved)
 
 
 # The storage worker process's own state, set once by its initializer; never used in the parent.
@@ -226,6 +227,7 @@ class ProcessBackend:
         self._conn: Connection | None = None
         self._waiting: deque[asyncio.Future[list[list[Outcome]]]] = deque()
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-storage-send")
+        self._sends_in_thread = 0  # while > 0, every send goes through the thread: bytes never interleave
         self._stopping = False
 
     def start(self) -> None:
@@ -302,23 +304,34 @@ class ProcessBackend:
                 future.set_exception(StorageProcessDied("server is stopping"))
         self._sender.shutdown(wait=False)
 
-    async def execute(self, groups: list[tuple[Hashable, list[Any]]]) -> list[list[Outcome]]:
+    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
         if self._conn is None:
             self.start()
         conn = self._conn
         assert conn is not None
-        request = [(str(key), payloads) for key, payloads in groups]
-        future: asyncio.Future[list[list[Outcome]]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[list[Outcome]]] = loop.create_future()
         self._waiting.append(future)
-        try:
-            data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-            if len(data) <= self._DIRECT_SEND:
+        data = pickle.dumps(
+            [(str(key), payloads) for key, payloads in groups], protocol=pickle.HIGHEST_PROTOCOL
+        )
+        if len(data) <= self._DIRECT_SEND and not self._sends_in_thread:
+            try:
                 conn.send_bytes(data)
-            else:
-                await asyncio.get_running_loop().run_in_executor(self._sender, conn.send_bytes, data)
-        except (OSError, EOFError):
+            except (OSError, EOFError):
+                self._died()
+            return future
+        # A large request: written by the helper thread so that the event loop never blocks on a
+        # full pipe. Requests after it follow the same (FIFO) path until it is written.
+        self._sends_in_thread += 1
+        sending = loop.run_in_executor(self._sender, conn.send_bytes, data)
+        sending.add_done_callback(self._sent)
+        return future
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sends_in_thread -= 1
+        if not sending.cancelled() and sending.exception() is not None:
             self._died()
-        return await future
 
 
 @dataclass
@@ -358,8 +371,8 @@ class GroupCommitter:
         self._last_size = 0
         # Groups handed to the backend and not yet answered: while one commits, the next is
         # already on its way (the backend's single thread or process still runs them in order).
+        self._in_flight = in_flight
         self._slots = asyncio.Semaphore(in_flight)
-        self._pending: set[asyncio.Task[None]] = set()
         self.stats = CommitStats()
 
     def start(self) -> None:
@@ -375,8 +388,12 @@ class GroupCommitter:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        # Wait (bounded) until every group handed over has been answered.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                for _ in range(self._in_flight):
+                    await self._slots.acquire()
+        self._slots = asyncio.Semaphore(self._in_flight)
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
@@ -419,15 +436,10 @@ class GroupCommitter:
                 size += item.weight
             self._last_size = len(batch)
             await self._slots.acquire()
-            task = asyncio.create_task(self._commit(batch))
-            self._pending.add(task)
-            task.add_done_callback(self._done)
+            self._dispatch(batch)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        self._slots.release()
-
-    async def _commit(self, batch: list[_Item]) -> None:
+    def _dispatch(self, batch: list[_Item]) -> None:
+        """Hand a batch to the backend now; its callers are answered when the commit returns."""
         live = [item for item in batch if not item.future.cancelled()]
         groups: dict[tuple[str, object], list[_Item]] = {}
         for item in live:
@@ -437,21 +449,36 @@ class GroupCommitter:
             groups.setdefault(group, []).append(item)
         ordered = list(groups.values())
         try:
-            results = await self._backend.execute(
-                [(items[0].key, [i.payload for i in items]) for items in ordered]
-            )
+            done = self._backend.submit([(items[0].key, [i.payload for i in items]) for items in ordered])
         except Exception as exc:
-            log.error("group commit failed", extra={"units": len(live), "error": repr(exc)})
-            self.stats.failures += 1
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            self._slots.release()
+            self._fail(live, exc)
+            return
+        done.add_done_callback(lambda future: self._answer(ordered, live, future))
+
+    def _fail(self, live: list[_Item], exc: BaseException) -> None:
+        log.error("group commit failed", extra={"units": len(live), "error": repr(exc)})
+        self.stats.failures += 1
+        for item in live:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    def _answer(
+        self, ordered: list[list[_Item]], live: list[_Item], done: asyncio.Future[list[list[Outcome]]]
+    ) -> None:
+        self._slots.release()
+        if done.cancelled():
+            self._fail(live, RuntimeError("commit cancelled"))
+            return
+        exc = done.exception()
+        if exc is not None:
+            self._fail(live, exc)
             return
         self.stats.commits += 1
         self.stats.units += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         self._on_commit(len(live))
-        for items, outcomes in zip(ordered, results, strict=True):
+        for items, outcomes in zip(ordered, done.result(), strict=True):
             for item, (ok, value) in zip(items, outcomes, strict=True):
                 if item.future.done():
                     continue

@@ -54,3 +54,23 @@ async def test_batches_are_stored_by_the_child_and_a_dead_child_is_replaced(url)
     finally:
         await db.dispose()
     assert actors == sorted([f"actor{i}" for i in range(20)] + ["after"])
+
+
+async def test_large_and_small_requests_in_flight_never_interleave(url):
+    """A request over the direct-send size goes through the helper thread; the small ones sent
+    meanwhile must queue behind it, or the pipe's byte stream would be corrupted."""
+    backend = ProcessBackend("tests.support.storage_factory:handlers", {"url": url})
+    # Groups of at most 1 MiB of payload: the large one travels alone, the small ones in the
+    # groups after it, while it is still being written.
+    committer = GroupCommitter(backend, in_flight=4, max_batch_bytes=1 << 20, max_batch=5)
+    committer.start()
+    try:
+        big = "big-" + "x" * (3 << 20)  # over ProcessBackend._DIRECT_SEND
+        results = await asyncio.gather(
+            committer.run_batched("audit", big, weight=len(big)),
+            *(committer.run_batched("audit", f"small{i}", weight=10) for i in range(30)),
+        )
+        assert committer.stats.commits >= 4  # several groups really were in flight
+        assert len(results) == 31 and len(set(results)) == 1  # all stored by the same worker
+    finally:
+        await committer.stop()

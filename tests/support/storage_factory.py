@@ -17,7 +17,7 @@ def _audit(session: Session, actors: Sequence[str]) -> list[int]:
     for actor in actors:
         if actor == "poison":
             raise ValueError("poison payload")
-        audit.record(session, actor=actor, action="storage.test")
+        audit.record(session, actor=actor[:300], action="storage.test", size=len(actor))
     return [os.getpid() for _ in actors]
 
 
