@@ -44,6 +44,7 @@ T = TypeVar("T")
 P = TypeVar("P")
 BatchHandler = Callable[[Session, Sequence[Any]], Sequence[Any]]
 Outcome = tuple[bool, Any]  # (succeeded, result or exception)
+Answer = Callable[[list[list[Outcome]] | BaseException], None]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
-    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
-        """Hand a group over; the future gets one list of outcomes per group, in order."""
+    def submit(self, groups: list[tuple[Hashable, list[Any]]], answer: Answer) -> None:
+        """Hand groups over; ``answer`` is called on the event loop with one list of outcomes per
+        group, in order, or with the exception that failed them all."""
 
 
 class ThreadBackend:
@@ -122,13 +124,21 @@ class ThreadBackend:
             thread, self._thread = self._thread, None
             await asyncio.to_thread(thread.shutdown, wait=True)
 
-    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
+    def submit(self, groups: list[tuple[Hashable, list[Any]]], answer: Answer) -> None:
         assert self._thread is not None, "backend not started"
         resolved: list[tuple[BatchHandler, Sequence[Any]]] = [
             (self._handlers[key] if isinstance(key, str) else cast(BatchHandler, key), payloads)
             for key, payloads in groups
         ]
-        return asyncio.get_running_loop().run_in_executor(self._thread, run_groups, self._db, resolved)
+        done = asyncio.get_running_loop().run_in_executor(self._thread, run_groups, self._db, resolved)
+
+        def relay(future: asyncio.Future[list[list[Outcome]]]) -> None:
+            if future.cancelled():
+                answer(RuntimeError("commit cancelled"))
+            else:
+                answer(future.exception() or future.result())
+
+        done.add_done_callback(relay)
 
 
 # The storage worker process's own state, set once by its initializer; never used in the parent.
@@ -225,7 +235,7 @@ class ProcessBackend:
         self._config = config
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._waiting: deque[asyncio.Future[list[list[Outcome]]]] = deque()
+        self._waiting: deque[Answer] = deque()
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openmss-storage-send")
         self._sends_in_thread = 0  # while > 0, every send goes through the thread: bytes never interleave
         self._stopping = False
@@ -250,12 +260,7 @@ class ProcessBackend:
         try:
             while conn.poll():
                 reply = conn.recv()
-                future = self._waiting.popleft()
-                if not future.done():
-                    if isinstance(reply, BaseException):
-                        future.set_exception(reply)
-                    else:
-                        future.set_result(reply)
+                self._waiting.popleft()(reply)  # answered here: no extra loop iteration
         except (EOFError, OSError):
             self._died()
 
@@ -265,9 +270,7 @@ class ProcessBackend:
         log.error("storage worker process died; starting a new one")
         self._close()
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(StorageProcessDied("storage worker process died"))
+            self._waiting.popleft()(StorageProcessDied("storage worker process died"))
         self.start()
 
     def _close(self) -> None:
@@ -299,19 +302,16 @@ class ProcessBackend:
             conn.close()
         self._conn = self._proc = None
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(StorageProcessDied("server is stopping"))
+            self._waiting.popleft()(StorageProcessDied("server is stopping"))
         self._sender.shutdown(wait=False)
 
-    def submit(self, groups: list[tuple[Hashable, list[Any]]]) -> asyncio.Future[list[list[Outcome]]]:
+    def submit(self, groups: list[tuple[Hashable, list[Any]]], answer: Answer) -> None:
         if self._conn is None:
             self.start()
         conn = self._conn
         assert conn is not None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[list[Outcome]]] = loop.create_future()
-        self._waiting.append(future)
+        self._waiting.append(answer)
         data = pickle.dumps(
             [(str(key), payloads) for key, payloads in groups], protocol=pickle.HIGHEST_PROTOCOL
         )
@@ -320,13 +320,12 @@ class ProcessBackend:
                 conn.send_bytes(data)
             except (OSError, EOFError):
                 self._died()
-            return future
+            return
         # A large request: written by the helper thread so that the event loop never blocks on a
         # full pipe. Requests after it follow the same (FIFO) path until it is written.
         self._sends_in_thread += 1
         sending = loop.run_in_executor(self._sender, conn.send_bytes, data)
         sending.add_done_callback(self._sent)
-        return future
 
     def _sent(self, sending: asyncio.Future[None]) -> None:
         self._sends_in_thread -= 1
@@ -449,12 +448,13 @@ class GroupCommitter:
             groups.setdefault(group, []).append(item)
         ordered = list(groups.values())
         try:
-            done = self._backend.submit([(items[0].key, [i.payload for i in items]) for items in ordered])
+            self._backend.submit(
+                [(items[0].key, [i.payload for i in items]) for items in ordered],
+                lambda reply: self._answer(ordered, live, reply),
+            )
         except Exception as exc:
             self._slots.release()
             self._fail(live, exc)
-            return
-        done.add_done_callback(lambda future: self._answer(ordered, live, future))
 
     def _fail(self, live: list[_Item], exc: BaseException) -> None:
         log.error("group commit failed", extra={"units": len(live), "error": repr(exc)})
@@ -464,21 +464,17 @@ class GroupCommitter:
                 item.future.set_exception(exc)
 
     def _answer(
-        self, ordered: list[list[_Item]], live: list[_Item], done: asyncio.Future[list[list[Outcome]]]
+        self, ordered: list[list[_Item]], live: list[_Item], reply: list[list[Outcome]] | BaseException
     ) -> None:
         self._slots.release()
-        if done.cancelled():
-            self._fail(live, RuntimeError("commit cancelled"))
-            return
-        exc = done.exception()
-        if exc is not None:
-            self._fail(live, exc)
+        if isinstance(reply, BaseException):
+            self._fail(live, reply)
             return
         self.stats.commits += 1
         self.stats.units += len(live)
         self.stats.largest_batch = max(self.stats.largest_batch, len(live))
         self._on_commit(len(live))
-        for items, outcomes in zip(ordered, done.result(), strict=True):
+        for items, outcomes in zip(ordered, reply, strict=True):
             for item, (ok, value) in zip(items, outcomes, strict=True):
                 if item.future.done():
                     continue
