@@ -148,6 +148,14 @@ class Runtime:
         self.storage.start()
 
     async def start(self) -> None:
+        """Start everything; if any part fails (a port in use...), stop what was started."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         await self.prepare()
         self.tls_files = self._tls()

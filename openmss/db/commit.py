@@ -175,11 +175,10 @@ def _child_main(conn: Connection, factory: str, config: dict[str, Any]) -> None:
     groups from one round of the parent's group commit), stores them all in one transaction
     with one call per handler, commits once, then answers each request in order.
 
-    Its lifetime is the parent's: signals sent to the process group (Ctrl-C, a service
-    manager's SIGTERM) are ignored here, and it exits when the parent says so or goes away
-    (end of the pipe), never in the middle of a commit."""
+    Its lifetime is the parent's: Ctrl-C (SIGINT to the process group) is ignored here, and it
+    exits when the parent says so or goes away (end of the pipe). SIGTERM still ends it: a
+    transaction cut short is not committed, and nothing uncommitted was ever acknowledged."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _child_init(factory, config)
     while True:
         try:

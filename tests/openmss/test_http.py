@@ -47,3 +47,24 @@ async def test_healthz_reports_a_broken_database(server):
     assert health.status_code == 503
     assert health.json()["status"] == "degraded"
     assert health.json()["checks"]["database"].startswith("error")
+
+
+async def test_a_failed_start_leaves_nothing_running(servers):
+    import socket
+
+    from openmss.runtime import Runtime
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        settings = await servers.settings_for("a", submission_port=busy.getsockname()[1])
+        runtime = Runtime(settings)
+        try:
+            await runtime.start()
+        except OSError:
+            pass
+        else:  # pragma: no cover - the port was taken: start must fail
+            await runtime.stop()
+            raise AssertionError("started on a port in use")
+    assert runtime.storage._task is None and runtime.committer._task is None
+    assert runtime.worker is None or runtime.worker._task is None
