@@ -95,7 +95,6 @@ class Runtime:
         self._servers: list[asyncio.AbstractServer] = []
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._delivery_listeners: list[Any] = []
 
     # TLS -------------------------------------------------------------------------------------
 
@@ -114,8 +113,6 @@ class Runtime:
     def delivered(self, report: DeliveryReport) -> None:
         if report.queued and self.worker is not None:
             self.worker.wake()
-        for listener in self._delivery_listeners:
-            listener(report)
 
     def _deliver_many(self, session: Session, messages: Sequence[Any]) -> Sequence[Any]:
         return self.delivery.deliver_many(session, messages)
@@ -123,9 +120,6 @@ class Runtime:
     def _committed(self, units: int) -> None:
         self.metrics.group_commits.inc()
         self.metrics.group_commit_units.inc(units)
-
-    def add_delivery_listener(self, listener: Any) -> None:
-        self._delivery_listeners.append(listener)
 
     async def health(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -167,7 +161,6 @@ class Runtime:
         deps = SmtpDeps(
             hostname=s.hostname,
             delivery=self.delivery,
-            committer=self.committer,
             storage=self.storage,
             metrics=self.metrics,
             max_recipients=s.max_recipients,

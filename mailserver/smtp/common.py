@@ -32,7 +32,6 @@ class SmtpDeps:
 
     hostname: str
     delivery: Delivery
-    committer: GroupCommitter
     storage: GroupCommitter  # knows the batch handler "deliver" (mailserver.delivery)
     metrics: Metrics
     max_recipients: int
