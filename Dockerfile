@@ -12,6 +12,6 @@ RUN pip install --no-cache-dir .
 USER openmss
 ENV OPENMSS_DATA_DIR=/var/lib/openmss OPENMSS_LISTEN_HOST=0.0.0.0 OPENMSS_LOG_FORMAT=json
 EXPOSE 2525 2587 2465 2143 2993 8080
-HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('https://127.0.0.1:8080/healthz', timeout=2, context=__import__('ssl')._create_unverified_context())" || exit 1
 ENTRYPOINT ["openmss"]
 CMD ["serve"]

@@ -61,6 +61,10 @@ OPENMSS_ARGV = (
     [str(_OPENMSS_BIN), "serve"] if _OPENMSS_BIN.exists() else [sys.executable, "-m", "openmss.cli", "serve"]
 )
 
+# Health and metrics polls of a server this script started on loopback: its certificate is
+# generated at its first start, so it is not verified here (the tests of TLS are elsewhere).
+_LOOPBACK_TLS = ssl._create_unverified_context()
+
 
 def account(index: int) -> str:
     return f"user{index:03d}@{DOMAIN}"
@@ -190,7 +194,7 @@ def openmss_env(data_dir: Path, database_url: str, ports: dict[str, int]) -> dic
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=_LOOPBACK_TLS) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -198,7 +202,7 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 async def wait_healthz(server: ServerProcess, http_port: int, limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
-    url = f"http://127.0.0.1:{http_port}/healthz"
+    url = f"https://127.0.0.1:{http_port}/healthz"
     last = "no answer"
     while time.monotonic() < deadline:
         if not server.alive():
@@ -302,7 +306,7 @@ def openmss_metrics(http_port: int) -> dict[str, float]:
     )
     out = dict.fromkeys(wanted, 0.0)
     try:
-        status, body = http_get(f"http://127.0.0.1:{http_port}/metrics")
+        status, body = http_get(f"https://127.0.0.1:{http_port}/metrics")
     except OSError:
         return out
     if status != 200:

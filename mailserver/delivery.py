@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,18 +19,34 @@ from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
+from mailserver.encryption import AtRest, OwnerKey
+from mailserver.queue.sealed import SealedBlobStore
 from mailserver.queue.store import NewQueued, QueueStore, RecipientSpec, domain_of
+from mailserver.signatures import SignatureChecker
+from mailserver.store.blobs import BlobStore, DatabaseBlobStore
 from mailserver.store.mailstore import FiledMessage, MailStore, NewMessage
 from mailserver.store.tables import Account, Mailbox
+from openmss.crypto.queuekey import load_queue_key
 from openmss.db.commit import BatchHandler
 from openmss.db.engine import Database
+from openmss.keyring.tables import AccountKey
+from openmss.settings import Settings
 
 # Built once: building SQLAlchemy expressions costs more than running them.
 _TARGET_BOXES = (
     select(
-        Account.address, Mailbox.account_id, Mailbox.id, Mailbox.name, Mailbox.special_use, Mailbox.uidnext
+        Account.address,
+        Mailbox.account_id,
+        Mailbox.id,
+        Mailbox.name,
+        Mailbox.special_use,
+        Mailbox.uidnext,
+        AccountKey.fingerprint,
+        AccountKey.public,
+        AccountKey.mode,
     )
     .join(Account, Account.id == Mailbox.account_id)
+    .outerjoin(AccountKey, and_(AccountKey.account_id == Mailbox.account_id, AccountKey.current.is_(True)))
     .where(
         or_(
             and_(
@@ -117,6 +133,8 @@ class Delivery:
         trust: TrustListSource,
         queue_lifetime: timedelta,
         account_cache_seconds: float = 5.0,
+        at_rest: AtRest | None = None,
+        annotate: Callable[[Session, bytes], bytes] | None = None,
     ) -> None:
         self._db = db
         self._domains = frozenset(d.lower() for d in local_domains)
@@ -125,6 +143,10 @@ class Delivery:
         self._trust = trust
         self._lifetime = queue_lifetime
         self._accounts = _AccountCache(account_cache_seconds)
+        self.at_rest = at_rest or AtRest()
+        # Called on every message before it is stored (signature verification adds its
+        # Authentication-Results field there).
+        self._annotate = annotate
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self._domains
@@ -149,38 +171,56 @@ class Delivery:
         return report
 
     def deliver_many(self, session: Session, messages: Sequence[AcceptedMessage]) -> list[DeliveryReport]:
-        """Store a group of messages (in the writer thread); one report per message, in order."""
+        """Store a group of messages (in the writer thread); one report per message, in order.
+
+        Every copy filed in a mailbox is encrypted to its owner's key (``AtRest``); the copy
+        for the outbound queue goes to the queue's own (sealed) blob store.
+        """
         local = [[r for r in m.recipients if self.is_local_domain(domain_of(r.address))] for m in messages]
-        inboxes, sent_boxes, uidnext = self._target_boxes(
+        targets = self._target_boxes(
             session,
             {r.address.lower() for rcpts in local for r in rcpts},
             {m.sender_account_id for m in messages if m.sender_account_id is not None},
         )
         for rcpts in local:
             for r in rcpts:
-                if r.address.lower() not in inboxes:
+                if r.address.lower() not in targets.inboxes:
                     raise DeliveryError(f"no mailbox for {r.address}")
-        blob_ids = self.store.blobs.put_many(session, [m.chunks for m in messages])
+        bodies: list[bytes] = []  # distinct stored copies, in order
         filed: list[NewMessage] = []
+        body_of_filed: list[int] = []  # index into bodies, per filed message
         owners: list[tuple[int, str | None]] = []  # (message index, local address or None for Sent)
         queued: list[NewQueued] = []
-        for index, (message, rcpts, blob_id) in enumerate(zip(messages, local, blob_ids, strict=True)):
+        queue_bodies: list[Sequence[bytes | memoryview]] = []
+        for index, (message, rcpts) in enumerate(zip(messages, local, strict=True)):
+            content = b"".join(message.chunks)
+            if self._annotate is not None:
+                content = self._annotate(session, content)
+            # Who gets a copy: each recipient's INBOX, the sender's Sent.
+            boxes: list[tuple[int, int, str | None, tuple[str, ...]]] = []  # (box, account, address, flags)
             for r in rcpts:
-                filed.append(
-                    NewMessage(inboxes[r.address.lower()], blob_id, message.size, message.received_at)
-                )
-                owners.append((index, r.address.lower()))
+                box, account_id = targets.inboxes[r.address.lower()]
+                boxes.append((box, account_id, r.address.lower(), ()))
             if message.sender_account_id is not None:
+                boxes.append(
+                    (targets.sent[message.sender_account_id], message.sender_account_id, None, ("\\Seen",))
+                )
+            copies = self.at_rest.copies(
+                content, {account: targets.keys.get(account) for _, account, _, _ in boxes}
+            )
+            stored_at: dict[int, int] = {}
+            for box, account_id, address, flags in boxes:
+                copy = copies[account_id]
+                if id(copy) not in stored_at:
+                    stored_at[id(copy)] = len(bodies)
+                    bodies.append(copy.body)
                 filed.append(
                     NewMessage(
-                        sent_boxes[message.sender_account_id],
-                        blob_id,
-                        message.size,
-                        message.received_at,
-                        ("\\Seen",),
+                        box, 0, copy.size, message.received_at, flags, decrypt_on_read=copy.decrypt_on_read
                     )
                 )
-                owners.append((index, None))
+                body_of_filed.append(stored_at[id(copy)])
+                owners.append((index, address))
             remote = [r for r in message.recipients if not self.is_local_domain(domain_of(r.address))]
             if remote:
                 queued.append(
@@ -188,66 +228,100 @@ class Delivery:
                         queue_id=message.queue_id,
                         mail_from=message.mail_from,
                         recipients=remote,
-                        blob_id=blob_id,
-                        size=message.size,
+                        blob_id=0,
+                        size=len(content),
                         envid=message.envid,
                         ret=message.ret,
                     )
                 )
-        stored = self.store.file_many(session, filed, uidnext=uidnext)
+                queue_bodies.append([content])
+        blob_ids = self.store.blobs.put_many(session, [[b] for b in bodies])
+        filed = [replace(item, blob_id=blob_ids[i]) for item, i in zip(filed, body_of_filed, strict=True)]
+        queue_ids = self.queue.blobs.put_many(session, queue_bodies)
+        queued = [replace(item, blob_id=blob_id) for item, blob_id in zip(queued, queue_ids, strict=True)]
+        stored = self.store.file_many(session, filed, uidnext=targets.uidnext)
         self.queue.enqueue_many(session, queued, lifetime=self._lifetime)
         reports = [DeliveryReport() for _ in messages]
-        for (index, address), copy in zip(owners, stored, strict=True):
+        for (index, address), filed_copy in zip(owners, stored, strict=True):
             if address is None:
-                reports[index].sent_copy = copy
+                reports[index].sent_copy = filed_copy
             else:
-                reports[index].stored.append((address, copy))
+                reports[index].stored.append((address, filed_copy))
         for item in queued:
             index = next(i for i, m in enumerate(messages) if m.queue_id == item.queue_id)
             reports[index].queued = [r.address for r in item.recipients]
         return reports
 
-    def _target_boxes(
-        self, session: Session, addresses: set[str], sender_ids: set[int]
-    ) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
+    def _target_boxes(self, session: Session, addresses: set[str], sender_ids: set[int]) -> _Targets:
         """One query for every mailbox a group of messages goes to: the recipients' INBOXes and
-        the senders' Sent mailboxes, with their UIDNEXT, locked on PostgreSQL (in id order, so
-        that two instances never deadlock) until the transaction ends."""
-        inboxes: dict[str, int] = {}
-        sent: dict[int, int] = {}
-        uidnext: dict[int, int] = {}
+        the senders' Sent mailboxes, with their UIDNEXT and their owners' current keys, locked
+        on PostgreSQL (in id order, so that two instances never deadlock) until the
+        transaction ends."""
+        targets = _Targets()
         if not addresses and not sender_ids:
-            return inboxes, sent, uidnext
+            return targets
         conn = session.connection()
         query = _TARGET_BOXES_FOR_UPDATE if conn.dialect.name == "postgresql" else _TARGET_BOXES
         rows = conn.execute(query, {"addresses": sorted(addresses), "senders": sorted(sender_ids)})
-        for address, account_id, box_id, name, special_use, next_uid in rows:
-            uidnext[int(box_id)] = int(next_uid)
+        for address, account_id, box_id, name, special_use, next_uid, fpr, public, mode in rows:
+            targets.uidnext[int(box_id)] = int(next_uid)
+            if fpr is not None:
+                targets.keys[int(account_id)] = OwnerKey(str(fpr), bytes(public), str(mode))
             if name == "INBOX" and address in addresses:
-                inboxes[str(address)] = int(box_id)
+                targets.inboxes[str(address)] = (int(box_id), int(account_id))
             if special_use == "\\Sent" and account_id in sender_ids:
-                sent[int(account_id)] = int(box_id)
-        missing = sender_ids - sent.keys()
+                targets.sent[int(account_id)] = int(box_id)
+        missing = sender_ids - targets.sent.keys()
         if missing:
             raise DeliveryError(f"no Sent mailbox for account(s) {sorted(missing)}")
-        return inboxes, sent, uidnext
+        return targets
+
+
+@dataclass
+class _Targets:
+    inboxes: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (box, account)
+    sent: dict[int, int] = field(default_factory=dict)  # account -> Sent box
+    uidnext: dict[int, int] = field(default_factory=dict)
+    keys: dict[int, OwnerKey] = field(default_factory=dict)  # account -> current key
+
+
+def build_stores(settings: Settings) -> tuple[MailStore, QueueStore]:
+    """The mail store and the queue store as the settings want them: queued bodies sealed with
+    the queue key when encryption at rest is on (it always is, outside benchmarks)."""
+    blobs = DatabaseBlobStore()
+    queue_blobs: BlobStore = blobs
+    if settings.encrypt_mail:
+        key = load_queue_key(settings.queue_key, settings.effective_queue_key_file)
+        queue_blobs = SealedBlobStore(blobs, key)
+    return MailStore(blobs), QueueStore(queue_blobs)
+
+
+def build_delivery(settings: Settings, db: Database, trust: TrustListSource) -> Delivery:
+    from directory.keys import KeyDirectory
+
+    store, queue = build_stores(settings)
+    keys = KeyDirectory(None, settings.domains)
+    signatures = SignatureChecker(
+        settings.hostname,
+        lambda session, address: keys.certs_for_sync(session, address, include_revoked=True),
+    )
+    return Delivery(
+        db=db,
+        local_domains=settings.domains,
+        store=store,
+        queue=queue,
+        trust=trust,
+        queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
+        at_rest=AtRest(enabled=settings.encrypt_mail),
+        annotate=signatures.annotate,
+    )
 
 
 def storage_handlers(config: dict[str, Any]) -> tuple[Database, dict[str, BatchHandler]]:
     """Build, in the storage worker process, what stores accepted messages (see
     ``openmss.db.commit.ProcessBackend``): ``config`` is the settings as JSON-able values."""
-    from mailserver.store import DatabaseBlobStore
-    from openmss.settings import Settings
-
     settings = Settings(**config)
     db = Database(settings.effective_database_url)
-    blobs = DatabaseBlobStore()
-    delivery = Delivery(
-        db=db,
-        local_domains=settings.domains,
-        store=MailStore(blobs),
-        queue=QueueStore(blobs),
-        trust=TrustListSource.empty(),  # routing was decided in the SMTP session
-        queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
-    )
+    # Routing was decided in the SMTP session: no trust list needed here.
+    delivery = build_delivery(settings, db, TrustListSource.empty())
     return db, {"deliver": delivery.deliver_many}

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openmss.logs import configure_logging
 from openmss.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from openmss.accounts import Accounts
 
 DEMO_ACCOUNTS = (
     ("dr.martin", "Dr Claire Martin (médecin généraliste)"),
@@ -37,11 +42,16 @@ async def cmd_db_upgrade(settings: Settings) -> int:
     return 0
 
 
-async def _add_account(settings: Settings, address: str, password: str, display_name: str = "") -> bool:
+@contextlib.asynccontextmanager
+async def _accounts(settings: Settings) -> AsyncIterator[Accounts]:
+    """The account service on its own (no server running): one transaction per change."""
     from mailserver.store import DatabaseBlobStore, MailStore
-    from openmss import audit
+    from openmss.accounts import Accounts, transaction_writer
+    from openmss.crypto.keywrap import KdfParams
     from openmss.db.engine import Database
     from openmss.db.migrate import upgrade
+    from openmss.keyring.escrow import load_escrow
+    from openmss.keyring.store import Keyring
     from openmss.passwords import Passwords
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,17 +59,24 @@ async def _add_account(settings: Settings, address: str, password: str, display_
     try:
         if settings.auto_migrate:
             await upgrade(db)
-        store = MailStore(DatabaseBlobStore())
-        async with db.read() as session:
-            if await store.account_by_address(session, address) is not None:
-                return False
-        hashed = await asyncio.to_thread(Passwords().hash, password)
-        with db.sync_transaction() as sync:
-            store.create_account(sync, address, hashed, display_name)
-            audit.record(sync, actor="cli", action="account.create", target=address.lower())
-        return True
+        keyring = Keyring(
+            KdfParams(settings.key_kdf_memory_kib, settings.key_kdf_time_cost, settings.key_kdf_parallelism),
+            escrow=load_escrow(settings),
+        )
+        yield Accounts(
+            db=db,
+            store=MailStore(DatabaseBlobStore()),
+            keyring=keyring,
+            passwords=Passwords(),
+            write=transaction_writer(db),
+        )
     finally:
         await db.dispose()
+
+
+async def _add_account(settings: Settings, address: str, password: str, display_name: str = "") -> bool:
+    async with _accounts(settings) as accounts:
+        return await accounts.create(address, password, display_name, actor="cli") is not None
 
 
 def cmd_account_add(settings: Settings, address: str, display_name: str) -> int:
@@ -85,6 +102,82 @@ def cmd_account_add(settings: Settings, address: str, display_name: str) -> int:
         print(f"error: {address} already exists", file=sys.stderr)
         return 1
     print(f"created {address}")
+    return 0
+
+
+def _stdin_line() -> str:
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def cmd_app_password(settings: Settings, args: argparse.Namespace) -> int:
+    from openmss.accounts import AccountError
+    from openmss.keyring.store import Locked
+
+    async with _accounts(settings) as accounts:
+        account = await accounts.find(args.address)
+        if account is None:
+            print(f"error: no account {args.address}", file=sys.stderr)
+            return 1
+        if args.list:
+            rows = await accounts.app_passwords(account.address)
+            for row in rows:
+                used = f"{row.last_used_at:%Y-%m-%d %H:%M}Z" if row.last_used_at else "never"
+                print(f"{row.id}\t{row.label}\tcreated {row.created_at:%Y-%m-%d %H:%M}Z\tlast used {used}")
+            if not rows:
+                print("no app passwords")
+            return 0
+        if args.revoke is not None:
+            if await accounts.revoke_app_password(account.address, args.revoke, actor="cli"):
+                print(f"revoked app password {args.revoke}")
+                return 0
+            print(f"error: {account.address} has no app password {args.revoke}", file=sys.stderr)
+            return 1
+        password = _stdin_line()  # the account password: it unlocks the key the app password wraps
+        try:
+            created = await accounts.create_app_password(account.address, password, args.label, actor="cli")
+        except (Locked, AccountError):
+            print("error: the account password (read from standard input) is wrong", file=sys.stderr)
+            return 1
+        print(f"app password {created.id} ({created.label}) for {account.address}, shown only now:")
+        print(created.password)
+        return 0
+
+
+async def cmd_password(settings: Settings, address: str) -> int:
+    from openmss.keyring.store import Locked
+
+    current, new = _stdin_line(), _stdin_line()
+    if len(new) < 8:
+        print("error: the new password must have at least 8 characters", file=sys.stderr)
+        return 2
+    async with _accounts(settings) as accounts:
+        if await accounts.find(address) is None:
+            print(f"error: no account {address}", file=sys.stderr)
+            return 1
+        try:
+            await accounts.change_password(address, current, new, actor="cli")
+        except Locked:
+            print("error: the current password is wrong", file=sys.stderr)
+            return 1
+    print(f"password changed for {address}; the account's keys were re-wrapped")
+    return 0
+
+
+async def cmd_key(settings: Settings, address: str, path: Path) -> int:
+    from openmss.accounts import AccountError
+
+    try:
+        public = path.read_bytes()  # noqa: ASYNC240 (a small file read once by a CLI command)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    async with _accounts(settings) as accounts:
+        try:
+            fingerprint = await accounts.set_own_key(address, public, actor="cli")
+        except (AccountError, OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{address}: mail is now encrypted to {fingerprint} (own key; the secret key stays with its owner)")
     return 0
 
 
@@ -161,6 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     add = account.add_parser("add", help="create an account; the password is read from standard input")
     add.add_argument("address")
     add.add_argument("--name", default="", help="display name")
+    app = account.add_parser(
+        "app-password", help="create (account password on stdin), --list or --revoke app passwords"
+    )
+    app.add_argument("address")
+    app.add_argument("--label", default="mail client", help="what the app password is for")
+    app.add_argument("--list", action="store_true", help="list app passwords")
+    app.add_argument("--revoke", type=int, default=None, metavar="ID", help="revoke an app password")
+    password = account.add_parser("password", help="change a password: current then new, on stdin")
+    password.add_argument("address")
+    key = account.add_parser("key", help="use the user's own public key (the secret key stays with them)")
+    key.add_argument("address")
+    key.add_argument("file", type=Path, help="the public key, armoured or binary")
+    keys = sub.add_parser("key", help="the key directory").add_subparsers(dest="action", required=True)
+    key_import = keys.add_parser(
+        "import", help="import public keys of other operators' professionals (FILE, or - for stdin)"
+    )
+    key_import.add_argument("file")
     db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply schema migrations")
     queue = sub.add_parser("queue", help="the outbound queue").add_subparsers(dest="action", required=True)
@@ -182,7 +292,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return cmd_demo(settings)
     if args.command == "account":
+        if args.action == "app-password":
+            return asyncio.run(cmd_app_password(settings, args))
+        if args.action == "password":
+            return asyncio.run(cmd_password(settings, args.address.strip().lower()))
+        if args.action == "key":
+            return asyncio.run(cmd_key(settings, args.address.strip().lower(), args.file))
         return cmd_account_add(settings, args.address, args.name)
+    if args.command == "key":
+        from directory.keys import import_keys_cli
+
+        return asyncio.run(import_keys_cli(settings, args.file))
     if args.command == "db":
         return asyncio.run(cmd_db_upgrade(settings))
     if args.command == "queue":

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from openmss.metrics import Metrics
 
 
-def create_app(*, metrics: Metrics, health: Callable[[], Awaitable[dict[str, str]]]) -> FastAPI:
+def create_app(
+    *,
+    metrics: Metrics,
+    health: Callable[[], Awaitable[dict[str, str]]],
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
     app = FastAPI(title="OpenMSS", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Response:

@@ -7,32 +7,36 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
 from typing import Any
 
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
-from mailserver.delivery import Delivery, DeliveryReport
-from mailserver.queue.store import QueueStore
+from mailserver.delivery import DeliveryReport, build_delivery
 from mailserver.queue.worker import QueueWorker
 from mailserver.smtp.common import SmtpDeps
 from mailserver.smtp.inbound import InboundHandler
 from mailserver.smtp.listeners import start_inbound, start_submission
+from mailserver.smtp.senderkeys import SenderKeys
 from mailserver.smtp.submission import SubmissionHandler
-from mailserver.store import DatabaseBlobStore, MailStore
+from openmss.accounts import Accounts
 from openmss.auth import Authenticator
+from openmss.crypto.keywrap import KdfParams
 from openmss.db.commit import Backend, GroupCommitter, ProcessBackend, ThreadBackend
 from openmss.db.engine import Database
 from openmss.db.migrate import upgrade
 from openmss.http import create_app
+from openmss.keyring.escrow import load_escrow
+from openmss.keyring.store import Keyring
 from openmss.metrics import Metrics
 from openmss.passwords import Passwords
 from openmss.settings import Settings
 from openmss.throttle import LoginThrottle
 from openmss.tls import TlsFiles, client_context, ensure_local_tls, server_context
+from webmail.api.account import AccountApiDeps, account_router
 
 log = logging.getLogger("openmss")
 
@@ -51,9 +55,6 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.effective_database_url)
         self.metrics = Metrics()
-        self.blobs = DatabaseBlobStore()
-        self.store = MailStore(self.blobs)
-        self.queue_store = QueueStore(self.blobs)
         self.trust = TrustListSource(settings.trust_list) if settings.trust_list else TrustListSource.empty()
         self.passwords = Passwords()
         self.throttle = LoginThrottle(
@@ -82,13 +83,21 @@ class Runtime:
         self.authenticator = Authenticator(
             self.db, self.passwords, self.throttle, self.committer, failure_delay=settings.login_failure_delay
         )
-        self.delivery = Delivery(
+        self.delivery = build_delivery(settings, self.db, self.trust)
+        self.store = self.delivery.store
+        self.queue_store = self.delivery.queue
+        self.keyring = Keyring(
+            KdfParams(settings.key_kdf_memory_kib, settings.key_kdf_time_cost, settings.key_kdf_parallelism),
+            escrow=load_escrow(settings),
+        )
+        self.sender_keys = SenderKeys(self.db, self.keyring)
+        self.accounts = Accounts(
             db=self.db,
-            local_domains=settings.domains,
             store=self.store,
-            queue=self.queue_store,
-            trust=self.trust,
-            queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
+            keyring=self.keyring,
+            passwords=self.passwords,
+            write=self.committer.run,
+            on_key_change=self.sender_keys.forget,
         )
         self.tls_files: TlsFiles | None = None
         self.worker: QueueWorker | None = None
@@ -107,6 +116,22 @@ class Runtime:
         if created:
             log.info("generated a local CA and server certificate", extra={"ca": str(files.ca_cert)})
         return files
+
+    def http_routers(self) -> list[APIRouter]:
+        from directory.publication import publication_router
+
+        return [
+            account_router(
+                AccountApiDeps(
+                    db=self.db,
+                    store=self.store,
+                    accounts=self.accounts,
+                    authenticator=self.authenticator,
+                    committer=self.committer,
+                )
+            ),
+            publication_router(self.db, self.settings),
+        ]
 
     # Events ----------------------------------------------------------------------------------
 
@@ -166,7 +191,13 @@ class Runtime:
             max_recipients=s.max_recipients,
             on_delivered=self.delivered,
         )
-        submission = SubmissionHandler(deps, self.authenticator, s.domains[0] if s.domains else s.hostname)
+        submission = SubmissionHandler(
+            deps,
+            self.authenticator,
+            s.domains[0] if s.domains else s.hostname,
+            sender_keys=self.sender_keys,
+            accounts=self.accounts,
+        )
         inbound = InboundHandler(deps, self.trust)
         host = s.listen_host
         self._servers = [
@@ -213,10 +244,14 @@ class Runtime:
         )
         self.worker.start()
         if s.http_port:
-            app = create_app(metrics=self.metrics, health=self.health)
+            app = create_app(metrics=self.metrics, health=self.health, routers=self.http_routers())
             config = uvicorn.Config(
                 app, host=host, port=s.http_port, log_config=None, lifespan="off", access_log=False
             )
+            if s.http_tls:
+                # Our own context (TLS 1.2+, AEAD suites only) rather than uvicorn's defaults.
+                config.load()
+                config.ssl = server_context(files.cert, files.key)
             self._http = _EmbeddedUvicorn(config)
             self._http_task = asyncio.create_task(self._http.serve(), name="http")
             # uvicorn offers no start-up event to wait on; poll its flag briefly.

@@ -53,6 +53,26 @@ class Settings(BaseSettings):
     # Static routes for outbound relay: domain -> "host:port".
     routes: dict[str, str] = Field(default_factory=dict)
 
+    # The HTTP port speaks TLS (same certificate as the mail ports): it carries passwords
+    # (the account API) and WKD, which clients only fetch over HTTPS.
+    http_tls: bool = True
+
+    # Encryption at rest (see docs/encryption.md). Every message delivered to a mailbox is
+    # stored encrypted to its owner's OpenPGP key; turning this off is for benchmarks only.
+    encrypt_mail: bool = True
+    # argon2id cost of the key that wraps an account's keys (RFC 9106 second recommended option).
+    key_kdf_memory_kib: int = 65536
+    key_kdf_time_cost: int = 3
+    key_kdf_parallelism: int = 4
+    # The key that encrypts messages waiting in the outbound queue, kept out of the database:
+    # OPENMSS_QUEUE_KEY (32 bytes, base64) or this file (created 0600 on first start; default
+    # data_dir/keys/queue.key; in production put it outside the data folder).
+    queue_key: str = ""
+    queue_key_file: Path | None = None
+    # Optional escrow: an OpenPGP public key that every account's data key is also encrypted
+    # to, so that the operator can recover mail after a lost password. Off by default.
+    escrow_key_file: Path | None = None
+
     max_message_size: int = 25 * MiB
     max_recipients: int = 100
 
@@ -126,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
+
+    @property
+    def effective_queue_key_file(self) -> Path:
+        return self.queue_key_file or self.data_dir / "keys" / "queue.key"
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self.domains

@@ -7,23 +7,40 @@ domains; the server adds ``Message-ID``/``Date`` when missing (RFC 6409 §8) and
 
 from __future__ import annotations
 
+import asyncio
+
 from aiosmtpd.smtp import AuthResult, Envelope, Session
 
 from mailserver.delivery import Route
+from mailserver.message.autocrypt import autocrypt_header, has_autocrypt
 from mailserver.message.headers import header_addresses, missing_headers, select_fields
+from mailserver.message.pgpmime import sign_message, signed_parts
 from mailserver.smtp.common import BaseHandler, SmtpDeps, log, to_crlf
 from mailserver.smtp.protocol import OpenMSSSMTP, client_ip
+from mailserver.smtp.senderkeys import SenderKeys
+from openmss.accounts import Accounts
 from openmss.auth import Authenticator, AuthOutcome
 from openmss.db.base import utcnow
+from openmss.keyring.store import KeyChain, Locked
 
 
 class SubmissionHandler(BaseHandler):
     service = "submission"
 
-    def __init__(self, deps: SmtpDeps, authenticator: Authenticator, local_domain: str) -> None:
+    def __init__(
+        self,
+        deps: SmtpDeps,
+        authenticator: Authenticator,
+        local_domain: str,
+        *,
+        sender_keys: SenderKeys | None = None,
+        accounts: Accounts | None = None,
+    ) -> None:
         super().__init__(deps)
         self.authenticator = authenticator
         self.local_domain = local_domain
+        self.sender_keys = sender_keys
+        self.accounts = accounts
 
     # AUTH ------------------------------------------------------------------------------------
 
@@ -34,8 +51,17 @@ class SubmissionHandler(BaseHandler):
             login, password, client_ip=client_ip(session), service="smtp"
         )
         if result.outcome is AuthOutcome.OK:
-            assert result.address is not None
-            return AuthResult(success=True, auth_data=(result.account_id, result.address))
+            assert result.address is not None and result.account_id is not None
+            # An account that asked the server to sign its mail: the key is unlocked for this
+            # session only (in memory), with the credential just given.
+            signer: KeyChain | None = None
+            key = await self.sender_keys.get(result.account_id) if self.sender_keys else None
+            if key is not None and key.sign_outgoing and self.accounts is not None:
+                try:
+                    signer = await self.accounts.unlock(result.account_id, password, result.app_password_id)
+                except Locked:
+                    log.warning("signing key did not unlock", extra={"user": result.address})
+            return AuthResult(success=True, auth_data=(result.account_id, result.address, signer))
         self.deps.metrics.auth_failures.labels("smtp").inc()
         if result.outcome is AuthOutcome.THROTTLED:
             return AuthResult(
@@ -54,6 +80,14 @@ class SubmissionHandler(BaseHandler):
         data = session.auth_data
         if session.authenticated and isinstance(data, tuple):
             return data[0], data[1]
+        return None
+
+    @staticmethod
+    def signer(session: Session) -> KeyChain | None:
+        data = session.auth_data
+        if session.authenticated and isinstance(data, tuple) and len(data) > 2:
+            chain = data[2]
+            return chain if isinstance(chain, KeyChain) else None
         return None
 
     # Envelope --------------------------------------------------------------------------------
@@ -114,6 +148,14 @@ class SubmissionHandler(BaseHandler):
                 f"550 5.7.1 From: header rejected: you are logged in as {ident[1]} and may only send as it",
             )
         prefix = missing_headers(headers, domain=self.local_domain, now=utcnow())
+        key = await self.sender_keys.get(ident[0]) if self.sender_keys else None
+        if key is not None and not has_autocrypt(content):
+            prefix += autocrypt_header(ident[1], key.public)
+        chain = self.signer(session)
+        if chain is not None and chain.signer() is not None and signed_parts(content) is None:
+            # RFC 3156 §5, off the event loop (the message may be large).
+            signed = await asyncio.to_thread(sign_message, prefix + content, chain.secrets[0])
+            content, prefix = signed, b""
         return await self.accept(
             server,
             session,

@@ -39,6 +39,7 @@ class NewMessage:
     size: int
     internal_date: datetime
     flags: tuple[str, ...] = ()
+    decrypt_on_read: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class StoredMessage:
     size: int
     internal_date: datetime
     flags: tuple[str, ...]
+    decrypt_on_read: bool = False
 
 
 # Statements built once: building SQLAlchemy expressions costs more than running them.
@@ -183,6 +185,7 @@ class MailStore:
                     "size": item.size,
                     "internal_date": item.internal_date,
                     "flags": " ".join(item.flags),
+                    "decrypt_on_read": item.decrypt_on_read,
                     "created_at": now,
                 }
                 for item, f in zip(items, filed, strict=True)
@@ -195,6 +198,13 @@ class MailStore:
             select(Message).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
         )
         return [_stored(m) for m in result]
+
+    async def message_by_uid(self, session: AsyncSession, mailbox_id: int, uid: int) -> StoredMessage | None:
+        result = await session.scalars(
+            select(Message).where(Message.mailbox_id == mailbox_id, Message.uid == uid)
+        )
+        found = result.first()
+        return _stored(found) if found else None
 
     def body(self, session: AsyncSession, message: StoredMessage) -> AsyncIterator[bytes]:
         return self.blobs.get(session, message.blob_id)
@@ -212,4 +222,5 @@ def _stored(m: Message) -> StoredMessage:
         size=m.size,
         internal_date=m.internal_date,
         flags=tuple(m.flags.split()) if m.flags else (),
+        decrypt_on_read=m.decrypt_on_read,
     )

@@ -80,4 +80,7 @@ class Message(Base):
     size: Mapped[int] = mapped_column(BigId)  # RFC822.SIZE
     internal_date: Mapped[datetime] = mapped_column(UTCDateTime)
     flags: Mapped[str] = mapped_column(Text, default="")  # space-separated, e.g. "\\Seen $Forwarded"
+    # The server encrypted this copy to a key it holds for the owner: an unlocked session is
+    # served the decrypted message, and ``size`` is the decrypted size (see docs/encryption.md).
+    decrypt_on_read: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,19 +1,25 @@
 """Every table of the application, imported so that ``Base.metadata`` knows them all."""
 
+from directory.key_tables import PublicKey
 from mailserver.queue.tables import QueuedMessage, QueuedRecipient
 from mailserver.store.tables import Account, Blob, BlobChunk, Mailbox, Message
 from openmss.audit import AuditEvent
 from openmss.db.base import Base
+from openmss.keyring.tables import AccountKey, AppPassword, KeyWrap
 
 metadata = Base.metadata
 
 __all__ = [
     "Account",
+    "AccountKey",
+    "AppPassword",
     "AuditEvent",
     "Blob",
     "BlobChunk",
+    "KeyWrap",
     "Mailbox",
     "Message",
+    "PublicKey",
     "QueuedMessage",
     "QueuedRecipient",
     "metadata",

@@ -40,7 +40,7 @@ async def cli_env(tmp_path: Path) -> dict[str, str]:
 def test_db_upgrade_is_idempotent(cli_env):
     first = _run(cli_env, "db", "upgrade")
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0001" in first.stdout
+    assert "database at revision 0003" in first.stdout
     assert _run(cli_env, "db", "upgrade").returncode == 0
 
 

@@ -9,7 +9,7 @@ import httpx
 
 
 async def test_healthz_and_metrics(server):
-    base = f"http://127.0.0.1:{server.settings.http_port}"
+    base = server.http_base
     alice = await server.add_account("alice")
 
     def send() -> None:
@@ -22,7 +22,7 @@ async def test_healthz_and_metrics(server):
             client.close()
 
     await asyncio.to_thread(send)
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=server.client_tls()) as http:
         health = await http.get("/healthz")
         assert health.status_code == 200
         assert health.json() == {"status": "ok", "checks": {"database": "ok", "smtp": "ok"}}
@@ -42,7 +42,7 @@ async def test_healthz_reports_a_broken_database(server):
     from openmss.db.engine import Database
 
     server.runtime.db = Database("sqlite+aiosqlite:////nonexistent-dir/x.sqlite3")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.settings.http_port}") as http:
+    async with httpx.AsyncClient(base_url=server.http_base, verify=server.client_tls()) as http:
         health = await http.get("/healthz")
     assert health.status_code == 503
     assert health.json()["status"] == "degraded"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,10 @@ from typing import IO
 from servers import free_port
 
 COMMAND = [sys.executable, "-m", "openmss.cli"]
+
+# Health and metrics polls of a server this script started on loopback: its certificate is
+# generated at its first start, so it is not verified here (the tests of TLS are elsewhere).
+_LOOPBACK_TLS = ssl._create_unverified_context()
 
 
 def openmss_env(
@@ -104,7 +109,7 @@ class ServerProcess:
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float) -> None:
-        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        url = f"https://127.0.0.1:{self.http_port}/healthz"
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
@@ -113,7 +118,7 @@ class ServerProcess:
             if code is not None:
                 raise AssertionError(f"openmss serve exited with {code} before it was healthy\n{self.logs()}")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                with urllib.request.urlopen(url, timeout=1.0, context=_LOOPBACK_TLS) as reply:
                     if reply.status == 200:
                         return
                     last = f"HTTP {reply.status}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from openmss.passwords import Passwords
+from mailserver.store.reader import MessageReader
 from openmss.runtime import Runtime
 from openmss.settings import Settings
 from openmss.tls import create_ca, issue_certificate
@@ -75,6 +75,7 @@ class Instance:
     runtime: Runtime
     tls_dir: Path
     passwords: dict[str, str] = field(default_factory=dict)
+    _readers: dict[str, MessageReader] = field(default_factory=dict)
 
     @property
     def ca(self) -> Path:
@@ -84,21 +85,47 @@ class Instance:
         ctx = ssl.create_default_context(cafile=str(self.ca))
         return ctx
 
+    @property
+    def http_base(self) -> str:
+        return f"https://127.0.0.1:{self.settings.http_port}"
+
     async def add_account(self, local: str, password: str = "correct horse battery") -> str:
+        """An account created as the CLI and the API create them: with a server-held key."""
         address = f"{local}@{self.domain}"
-        hashed = await asyncio.to_thread(Passwords().hash, password)
-        store = self.runtime.store
-        await self.runtime.committer.run(lambda session: store.create_account(session, address, hashed))
+        await self.runtime.accounts.create(address, password, actor="test")
         self.passwords[address] = password
         return address
 
+    async def reader(self, address: str) -> MessageReader:
+        """What a logged-in session reads through: the account unlocked with its password."""
+        reader = self._readers.get(address)
+        if reader is None:
+            chain = await self.runtime.accounts.unlock_address(address, self.passwords[address])
+            reader = self._readers[address] = MessageReader(self.runtime.store, chain)
+        return reader
+
     async def messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The messages of a mailbox as its owner reads them (decrypted)."""
+        reader = await self.reader(address)
+        return [m for _, m in await self.stored_and_read(address, mailbox, reader)]
+
+    async def stored(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The messages of a mailbox as the database holds them (encrypted)."""
+        return [s for s, _ in await self.stored_and_read(address, mailbox, None)]
+
+    async def stored_and_read(
+        self, address: str, mailbox: str, reader: MessageReader | None
+    ) -> list[tuple[bytes, bytes]]:
         store = self.runtime.store
         async with self.runtime.db.read() as session:
             account = await store.account_by_address(session, address)
             assert account is not None
             box = await store.mailbox(session, account.id, mailbox)
-            return [await store.read(session, m) for m in await store.messages(session, box.id)]
+            found = []
+            for m in await store.messages(session, box.id):
+                raw = await store.read(session, m)
+                found.append((raw, await reader.read(session, m) if reader else raw))
+            return found
 
     async def wait_for_messages(
         self, address: str, count: int, mailbox: str = "INBOX", timeout: float = 10.0
@@ -117,6 +144,7 @@ class ServerFactory:
         self.tmp = tmp
         self.tls_cache = tls_cache
         self.instances: list[Instance] = []
+        self._passwords: dict[str, dict[str, str]] = {}
 
     async def settings_for(self, name: str, **overrides: Any) -> Settings:
         data = self.tmp / f"data-{name}"
@@ -139,6 +167,10 @@ class ServerFactory:
             peer_ca_file=tls_dir / "ca.pem",
             login_failure_delay=0.01,
             queue_poll_seconds=0.2,
+            # Cheap argon2id for the keys of test accounts (the defaults cost ~0.1 s per use).
+            key_kdf_memory_kib=1024,
+            key_kdf_time_cost=1,
+            key_kdf_parallelism=1,
             log_format="text",
         )
         values.update(overrides)
@@ -149,6 +181,8 @@ class ServerFactory:
         runtime = Runtime(settings)
         await runtime.start()
         instance = Instance(name, settings.domains[0], settings, runtime, settings.data_dir / "tls")
+        # A restarted instance keeps its accounts: and their passwords, to read their mail.
+        instance.passwords = self._passwords.setdefault(name, {})
         self.instances.append(instance)
         return instance
 
