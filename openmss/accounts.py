@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailserver.store.mailstore import MailStore
 from mailserver.store.tables import Account
 from openmss import audit
+from openmss.crypto import pgp
 from openmss.db.engine import Database
 from openmss.keyring.store import KeyChain, Keyring, KeyringError, Locked, new_app_password
 from openmss.keyring.tables import AppPassword
@@ -135,6 +137,45 @@ class Accounts:
             row.password_hash = hashed
             self.keyring.rewrap_password(session, chain, kdf, key)
             audit.record(session, actor=actor, action="account.password.change", target=account.address)
+
+        await self._write(work)
+
+    async def recover_with_escrow(
+        self, address: str, escrow_secret: bytes, new_password: str, *, actor: str
+    ) -> None:
+        """After a lost password: the operator opens the account's data key with the escrow
+        secret key (kept offline) and wraps it under a new password. App passwords made with the
+        old password stop working (they may be in the wrong hands: that is why one recovers)."""
+        account = await self._require(address)
+        async with self._db.read() as session:
+            sealed_dk = await self.keyring.escrow_wrap(session, account.id)
+            sealed = await self.keyring.sealed_secrets(session, account.id)
+        if sealed_dk is None:
+            raise AccountError(
+                f"{account.address} was created without an escrow key: its mail cannot be recovered"
+            )
+        try:
+            secret = pgp.load_secret(escrow_secret)
+        except pgp.PgpError as exc:
+            raise AccountError(str(exc)) from None
+        chain = await asyncio.to_thread(Keyring.open_with_escrow, account.id, sealed_dk, secret, sealed)
+
+        def prepare() -> tuple[str, str, bytes]:
+            kdf, key = self.keyring.wrap_for_password(new_password)
+            return self._passwords.hash(new_password), kdf, key
+
+        hashed, kdf, key = await asyncio.to_thread(prepare)
+
+        def work(session: Session) -> None:
+            row = session.get(Account, account.id)
+            assert row is not None
+            row.password_hash = hashed
+            self.keyring.rewrap_password(session, chain, kdf, key)
+            for app in session.scalars(
+                select(AppPassword.id).where(AppPassword.account_id == account.id)
+            ).all():
+                self.keyring.revoke_app_password(session, account.id, app)
+            audit.record(session, actor=actor, action="account.recover.escrow", target=account.address)
 
         await self._write(work)
 

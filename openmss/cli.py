@@ -181,6 +181,34 @@ async def cmd_key(settings: Settings, address: str, path: Path) -> int:
     return 0
 
 
+async def cmd_recover(settings: Settings, address: str, escrow_secret: Path) -> int:
+    from openmss.accounts import AccountError
+    from openmss.keyring.store import Locked
+
+    try:
+        secret = escrow_secret.read_bytes()  # noqa: ASYNC240 (a small file read once by a CLI command)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    new = _stdin_line()
+    if len(new) < 8:
+        print(
+            "error: the new password (read from standard input) must have at least 8 characters",
+            file=sys.stderr,
+        )
+        return 2
+    async with _accounts(settings) as accounts:
+        try:
+            await accounts.recover_with_escrow(address, secret, new, actor="cli")
+        except (AccountError, Locked) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(
+        f"{address}: new password set with the escrow key; its mail is readable again, app passwords revoked"
+    )
+    return 0
+
+
 def cmd_demo(settings: Settings) -> int:
     domain = settings.domains[0]
     print(f"Demo accounts on {domain} (passwords are shown only now):")
@@ -263,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--revoke", type=int, default=None, metavar="ID", help="revoke an app password")
     password = account.add_parser("password", help="change a password: current then new, on stdin")
     password.add_argument("address")
+    recover = account.add_parser(
+        "recover", help="after a lost password: new password (stdin) with the operator's escrow secret key"
+    )
+    recover.add_argument("address")
+    recover.add_argument("--escrow-secret-key", type=Path, required=True, help="the escrow secret key file")
     key = account.add_parser("key", help="use the user's own public key (the secret key stays with them)")
     key.add_argument("address")
     key.add_argument("file", type=Path, help="the public key, armoured or binary")
@@ -296,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_app_password(settings, args))
         if args.action == "password":
             return asyncio.run(cmd_password(settings, args.address.strip().lower()))
+        if args.action == "recover":
+            return asyncio.run(cmd_recover(settings, args.address.strip().lower(), args.escrow_secret_key))
         if args.action == "key":
             return asyncio.run(cmd_key(settings, args.address.strip().lower(), args.file))
         return cmd_account_add(settings, args.address, args.name)

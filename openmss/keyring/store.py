@@ -265,6 +265,12 @@ class Keyring:
             query = query.where(KeyWrap.kind == "app", KeyWrap.app_password_id == app_password_id)
         return list(await session.scalars(query))
 
+    async def escrow_wrap(self, session: AsyncSession, account_id: int) -> bytes | None:
+        sealed = await session.scalar(
+            select(KeyWrap.sealed).where(KeyWrap.account_id == account_id, KeyWrap.kind == "escrow")
+        )
+        return bytes(sealed) if sealed is not None else None
+
     async def sealed_secrets(self, session: AsyncSession, account_id: int) -> list[tuple[str, bytes]]:
         rows = await session.execute(
             select(AccountKey.fingerprint, AccountKey.sealed_secret)
@@ -290,6 +296,17 @@ class Keyring:
                 continue
             return Keyring.chain_from_dk(account_id, dk, sealed_secrets)
         raise Locked("this credential does not unlock the account's keys")
+
+    @staticmethod
+    def open_with_escrow(
+        account_id: int, sealed_dk: bytes, escrow_secret: pgp.Tsk, sealed_secrets: Sequence[tuple[str, bytes]]
+    ) -> KeyChain:
+        """The operator's recovery path: the DK decrypted with the escrow secret key."""
+        try:
+            dk = pgp.decrypt(sealed_dk, escrow_secret)
+        except pgp.PgpError as exc:
+            raise Locked(f"the escrow key does not open this account: {exc}") from None
+        return Keyring.chain_from_dk(account_id, dk, sealed_secrets)
 
     @staticmethod
     def chain_from_dk(account_id: int, dk: bytes, sealed_secrets: Sequence[tuple[str, bytes]]) -> KeyChain:

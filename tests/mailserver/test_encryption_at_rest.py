@@ -141,3 +141,22 @@ async def test_gnupg_user_with_own_key(server, tmp_path):
     assert second.endswith(pgp_mime)
     assert second.count(b"BEGIN PGP MESSAGE") == 1  # not encrypted a second time
     assert MARKER in await asyncio.to_thread(gpg.decrypt, pgpmime.encrypted_payload(second))
+
+
+async def test_an_account_without_a_key_gets_nothing_in_clear(server):
+    alice = await server.add_account("alice")
+    bob = await server.add_account("bob")
+    from sqlalchemy import delete
+
+    from mailserver.store.tables import Account
+    from openmss.keyring.tables import AccountKey
+
+    def drop_keys(session):  # type: ignore[no-untyped-def]
+        bob_id = session.scalar(select(Account.id).where(Account.address == bob))
+        session.execute(delete(AccountKey).where(AccountKey.account_id == bob_id))
+
+    await server.runtime.committer.run(drop_keys)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await asyncio.to_thread(_send, server, alice, [bob], _plain(alice, bob))
+    assert refused.value.smtp_code == 451 and refused.value.smtp_error.startswith(b"4.3.0")
+    assert await server.stored(bob) == [] and await server.stored(alice, "Sent") == []

@@ -100,3 +100,53 @@ async def test_own_key_from_the_cli(cli_env, tmp_path):
     other.write_bytes(await asyncio.to_thread(gpg.generate, "someone@else.test"))
     refused = _run(cli_env, "account", "key", "dr.c@cli.test", str(other))
     assert refused.returncode == 1 and "no user ID for dr.c@cli.test" in refused.stderr
+
+
+async def test_lost_password_recovered_with_the_escrow_key(cli_env, tmp_path):
+    gpg = GnuPG(tmp_path / "gnupg")
+    escrow_public = tmp_path / "escrow.pub"
+    escrow_public.write_bytes(await asyncio.to_thread(gpg.generate, "escrow@operator.test"))
+    escrow_secret = tmp_path / "escrow.sec"
+    escrow_secret.write_bytes(
+        (await asyncio.to_thread(gpg.run, "--export-secret-keys", "escrow@operator.test")).stdout
+    )
+    # An account made before the escrow key was configured cannot be recovered.
+    _ok(_run(cli_env, "account", "add", "early@cli.test", stdin=PASSWORD + "\n"))
+    with_escrow = {**cli_env, "OPENMSS_ESCROW_KEY_FILE": str(escrow_public)}
+    _ok(_run(with_escrow, "account", "add", "dr.d@cli.test", stdin=PASSWORD + "\n"))
+    _ok(_run(with_escrow, "account", "app-password", "dr.d@cli.test", stdin=PASSWORD + "\n"))
+    before = await _fingerprints(cli_env, "dr.d@cli.test", PASSWORD)
+
+    recover = ("account", "recover", "--escrow-secret-key", str(escrow_secret))
+    refused = _run(cli_env, *recover, "early@cli.test", stdin="un nouveau mot de passe\n")
+    assert refused.returncode == 1 and "without an escrow key" in refused.stderr
+    wrong_key = tmp_path / "wrong.sec"
+    await asyncio.to_thread(gpg.generate, "other@operator.test")
+    wrong_key.write_bytes(
+        (await asyncio.to_thread(gpg.run, "--export-secret-keys", "other@operator.test")).stdout
+    )
+    refused = _run(
+        cli_env,
+        "account",
+        "recover",
+        "--escrow-secret-key",
+        str(wrong_key),
+        "dr.d@cli.test",
+        stdin="x" * 12 + "\n",
+    )
+    assert refused.returncode == 1 and "does not open" in refused.stderr
+
+    _ok(_run(cli_env, *recover, "dr.d@cli.test", stdin="un nouveau mot de passe\n"))
+    assert await _fingerprints(cli_env, "dr.d@cli.test", "un nouveau mot de passe") == before
+    assert not await _unlock(cli_env, "dr.d@cli.test", PASSWORD)
+    assert "no app passwords" in _ok(_run(cli_env, "account", "app-password", "dr.d@cli.test", "--list"))
+
+
+async def _fingerprints(env: dict[str, str], address: str, password: str) -> list[str]:
+    from openmss.cli import _accounts
+
+    settings = Settings(
+        data_dir=Path(env["OPENMSS_DATA_DIR"]), database_url=env["OPENMSS_DATABASE_URL"], domains=["cli.test"]
+    )
+    async with _accounts(settings) as accounts:
+        return (await accounts.unlock_address(address, password)).fingerprints
