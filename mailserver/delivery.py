@@ -41,6 +41,7 @@ _TARGET_BOXES = (
         Mailbox.name,
         Mailbox.special_use,
         Mailbox.uidnext,
+        Mailbox.modseq,
         AccountKey.fingerprint,
         AccountKey.public,
         AccountKey.mode,
@@ -239,7 +240,7 @@ class Delivery:
         filed = [replace(item, blob_id=blob_ids[i]) for item, i in zip(filed, body_of_filed, strict=True)]
         queue_ids = self.queue.blobs.put_many(session, queue_bodies)
         queued = [replace(item, blob_id=blob_id) for item, blob_id in zip(queued, queue_ids, strict=True)]
-        stored = self.store.file_many(session, filed, uidnext=targets.uidnext)
+        stored = self.store.file_many(session, filed, boxes=targets.boxes)
         self.queue.enqueue_many(session, queued, lifetime=self._lifetime)
         reports = [DeliveryReport() for _ in messages]
         for (index, address), filed_copy in zip(owners, stored, strict=True):
@@ -263,8 +264,8 @@ class Delivery:
         conn = session.connection()
         query = _TARGET_BOXES_FOR_UPDATE if conn.dialect.name == "postgresql" else _TARGET_BOXES
         rows = conn.execute(query, {"addresses": sorted(addresses), "senders": sorted(sender_ids)})
-        for address, account_id, box_id, name, special_use, next_uid, fpr, public, mode in rows:
-            targets.uidnext[int(box_id)] = int(next_uid)
+        for address, account_id, box_id, name, special_use, next_uid, modseq, fpr, public, mode in rows:
+            targets.boxes[int(box_id)] = (int(next_uid), int(modseq))
             if fpr is not None:
                 targets.keys[int(account_id)] = OwnerKey(str(fpr), bytes(public), str(mode))
             if name == "INBOX" and address in addresses:
@@ -281,7 +282,7 @@ class Delivery:
 class _Targets:
     inboxes: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (box, account)
     sent: dict[int, int] = field(default_factory=dict)  # account -> Sent box
-    uidnext: dict[int, int] = field(default_factory=dict)
+    boxes: dict[int, tuple[int, int]] = field(default_factory=dict)  # box -> (uidnext, modseq)
     keys: dict[int, OwnerKey] = field(default_factory=dict)  # account -> current key
 
 

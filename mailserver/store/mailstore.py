@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from mailserver.store.blobs import BlobStore
+from mailserver.store.notify import notify_changed
 from mailserver.store.tables import Account, Mailbox, Message
 from openmss.db.base import table, utcnow
 
@@ -66,7 +67,7 @@ class StoredMessage:
 
 # Statements built once: building SQLAlchemy expressions costs more than running them.
 _SELECT_UIDNEXT = (
-    select(Mailbox.id, Mailbox.uidnext)
+    select(Mailbox.id, Mailbox.uidnext, Mailbox.modseq)
     .where(Mailbox.id.in_(bindparam("ids", expanding=True)))
     .order_by(Mailbox.id)
 )
@@ -74,7 +75,7 @@ _SELECT_UIDNEXT_FOR_UPDATE = _SELECT_UIDNEXT.with_for_update()
 _UPDATE_UIDNEXT = (
     update(table(Mailbox))
     .where(table(Mailbox).c.id == bindparam("box"))
-    .values(uidnext=bindparam("next_uid"))
+    .values(uidnext=bindparam("next_uid"), modseq=bindparam("new_modseq"))
 )
 _INSERT_MESSAGE = insert(table(Message))
 
@@ -150,30 +151,40 @@ class MailStore:
         return stored
 
     def file_many(
-        self, session: Session, items: Sequence[NewMessage], *, uidnext: dict[int, int] | None = None
+        self,
+        session: Session,
+        items: Sequence[NewMessage],
+        *,
+        boxes: dict[int, tuple[int, int]] | None = None,
     ) -> list[FiledMessage]:
         """File messages whose bodies are stored, giving each the next UID of its mailbox.
 
         A constant number of statements whatever the number of messages: the mailboxes' UIDNEXT
-        are read (locked, on PostgreSQL, in id order so that instances never deadlock),
-        advanced once each, and the messages inserted together. UIDs stay strictly ascending
-        in each mailbox (RFC 3501 §2.3.1.1) because the write transaction holds those rows.
-        ``uidnext`` may be given by a caller that has already read and locked those rows.
+        and MODSEQ are read (locked, on PostgreSQL, in id order so that instances never
+        deadlock), advanced once each, and the messages inserted together. UIDs stay strictly
+        ascending in each mailbox (RFC 3501 §2.3.1.1) because the write transaction holds those
+        rows; every message filed takes its mailbox's next mod-sequence (RFC 7162 §3.1.1).
+        ``boxes`` ({mailbox id: (uidnext, modseq)}) may be given by a caller that has already
+        read and locked those rows. Sessions watching the mailboxes are told after the commit.
         """
         if not items:
             return []
         conn = session.connection()  # Core: the ORM's unit of work is not needed here
         box_ids = sorted({i.mailbox_id for i in items})
-        if uidnext is None:
+        if boxes is None:
             query = _SELECT_UIDNEXT_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_UIDNEXT
-            uidnext = {int(box): int(nxt) for box, nxt in conn.execute(query, {"ids": box_ids})}
-        else:
-            uidnext = {box: uidnext[box] for box in box_ids}
+            rows = conn.execute(query, {"ids": box_ids})
+            boxes = {int(box): (int(nxt), int(mod)) for box, nxt, mod in rows}
+        uidnext = {box: boxes[box][0] for box in box_ids}
+        modseq = {box: boxes[box][1] + 1 for box in box_ids}
         filed: list[FiledMessage] = []
         for item in items:
             filed.append(FiledMessage(item.mailbox_id, uidnext[item.mailbox_id], item.blob_id, item.size))
             uidnext[item.mailbox_id] += 1
-        conn.execute(_UPDATE_UIDNEXT, [{"box": box, "next_uid": nxt} for box, nxt in uidnext.items()])
+        conn.execute(
+            _UPDATE_UIDNEXT,
+            [{"box": box, "next_uid": nxt, "new_modseq": modseq[box]} for box, nxt in uidnext.items()],
+        )
         now = utcnow()
         conn.execute(
             _INSERT_MESSAGE,
@@ -186,11 +197,13 @@ class MailStore:
                     "internal_date": item.internal_date,
                     "flags": " ".join(item.flags),
                     "decrypt_on_read": item.decrypt_on_read,
+                    "modseq": modseq[item.mailbox_id],
                     "created_at": now,
                 }
                 for item, f in zip(items, filed, strict=True)
             ],
         )
+        notify_changed(conn, box_ids)
         return filed
 
     async def messages(self, session: AsyncSession, mailbox_id: int) -> list[StoredMessage]:

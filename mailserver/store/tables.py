@@ -45,6 +45,9 @@ class Mailbox(Base):
     special_use: Mapped[str | None] = mapped_column(String(32), default=None)  # RFC 6154: \Sent...
     uidvalidity: Mapped[int] = mapped_column(BigId)
     uidnext: Mapped[int] = mapped_column(BigId, default=1)
+    # RFC 7162 §3.1.1: the mailbox's highest mod-sequence; every change to the mailbox (new
+    # message, flags, expunge) takes the next value. Sessions catch up on changes with it.
+    modseq: Mapped[int] = mapped_column(BigId, default=1)
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -71,6 +74,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("mailbox_id", "uid"),
         Index("ix_messages_blob", "blob_id"),
+        Index("ix_messages_modseq", "mailbox_id", "modseq"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -83,4 +87,17 @@ class Message(Base):
     # The server encrypted this copy to a key it holds for the owner: an unlocked session is
     # served the decrypted message, and ``size`` is the decrypted size (see docs/encryption.md).
     decrypt_on_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    modseq: Mapped[int] = mapped_column(BigId, default=1)  # of its last change (RFC 7162)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExpungedMessage(Base):
+    """Which UIDs left a mailbox, and at which mod-sequence: how other sessions (on any
+    instance) learn of an expunge (RFC 3501 §7.4.1) and, later, QRESYNC's VANISHED."""
+
+    __tablename__ = "expunged_messages"
+
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigId, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigId)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,7 +2,7 @@
 
 from directory.key_tables import PublicKey
 from mailserver.queue.tables import QueuedMessage, QueuedRecipient
-from mailserver.store.tables import Account, Blob, BlobChunk, Mailbox, Message
+from mailserver.store.tables import Account, Blob, BlobChunk, ExpungedMessage, Mailbox, Message
 from openmss.audit import AuditEvent
 from openmss.db.base import Base
 from openmss.keyring.tables import AccountKey, AppPassword, KeyWrap
@@ -15,6 +15,7 @@ __all__ = [
     "AppPassword",
     "AuditEvent",
     "Blob",
+    "ExpungedMessage",
     "BlobChunk",
     "KeyWrap",
     "Mailbox",

@@ -27,7 +27,9 @@ from pathlib import Path
 import pytest
 
 from mailserver.store import DatabaseBlobStore, MailStore
+from mailserver.store.reader import MessageReader
 from openmss.db.engine import Database
+from openmss.keyring.store import Keyring
 from openmss.settings import Settings
 
 from processes import ServerProcess, openmss_env, run_cli
@@ -175,11 +177,16 @@ async def read_mailbox(url: str, address: str, special_use: str | None = None) -
     """Every message of the mailbox, through the store, checked for integrity; its markers."""
     db = Database(url)
     store = MailStore(DatabaseBlobStore())
+    keyring = Keyring()
     markers: Counter[str] = Counter()
     try:
         async with db.read() as session:
             account = await store.account_by_address(session, address)
             assert account is not None, f"{address} is gone"
+            # The owner's view: the copies are encrypted to the account's key.
+            wraps = await keyring.wraps(session, account.id, None)
+            sealed = await keyring.sealed_secrets(session, account.id)
+            reader = MessageReader(store, Keyring.open_chain(account.id, PASSWORD, wraps, sealed))
             if special_use is None:
                 box = await store.mailbox(session, account.id, "INBOX")
             else:
@@ -189,7 +196,7 @@ async def read_mailbox(url: str, address: str, special_use: str | None = None) -
             assert len(set(uids)) == len(uids), f"{box.name}: duplicate UIDs"
             assert not uids or box.uidnext > max(uids), f"{box.name}: UIDNEXT {box.uidnext} <= {max(uids)}"
             for message in messages:
-                body = await store.read(session, message)
+                body = await reader.read(session, message)
                 found = MARKER_RE.findall(body)
                 assert len(found) == 1, f"{box.name} UID {message.uid}: markers {found}\n{body[:500]!r}"
                 marker = found[0].decode()

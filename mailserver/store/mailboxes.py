@@ -1,0 +1,513 @@
+"""Mailbox operations for sessions (IMAP, the webmail): the storage interface behind them.
+
+Reads are async (the event loop); writes are synchronous functions run by the caller's
+writer (the group committer), each inside one transaction. Every write that changes a
+mailbox takes the mailbox's next mod-sequence (RFC 7162 §3.1.1), records expunged UIDs, and
+notifies other instances (``notify_changed``); the caller publishes to this process's
+sessions after the commit.
+
+Nothing here loads a mailbox into memory: metadata is streamed by UID ranges, bodies are
+read one message at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from mailserver.store.blobs import BlobStore
+from mailserver.store.mailstore import new_uidvalidity
+from mailserver.store.notify import notify_changed
+from mailserver.store.tables import ExpungedMessage, Mailbox, Message
+from openmss.db.base import table, utcnow
+
+SEPARATOR = "/"
+_BATCH = 2000  # rows per query when streaming metadata
+
+
+class MailboxError(ValueError):
+    """A request on mailboxes that cannot be honoured; ``code`` is an IMAP response code."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    id: int
+    name: str
+    special_use: str | None
+    subscribed: bool
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    id: int
+    uid: int
+    flags: tuple[str, ...]
+    internal_date: datetime
+    size: int
+    modseq: int
+    blob_id: int
+    decrypt_on_read: bool
+
+
+@dataclass
+class Changes:
+    """What changed in a mailbox since a session's view (``since_modseq``, ``known_uidnext``)."""
+
+    modseq: int
+    uidnext: int
+    new: list[MessageMeta] = field(default_factory=list)  # uid >= known_uidnext, ascending
+    updated: list[MessageMeta] = field(default_factory=list)  # known UIDs whose flags changed
+    expunged: list[int] = field(default_factory=list)  # UIDs, ascending
+
+
+def _info(box: Mailbox) -> MailboxInfo:
+    return MailboxInfo(
+        box.id, box.name, box.special_use, box.subscribed, box.uidvalidity, box.uidnext, box.modseq
+    )
+
+
+def _meta(row: Message) -> MessageMeta:
+    return MessageMeta(
+        row.id,
+        row.uid,
+        tuple(row.flags.split()) if row.flags else (),
+        row.internal_date,
+        row.size,
+        row.modseq,
+        row.blob_id,
+        row.decrypt_on_read,
+    )
+
+
+def normalize_name(name: str) -> str:
+    """``INBOX`` is case-insensitive (RFC 3501 §5.1); trailing separators are dropped."""
+    name = name.rstrip(SEPARATOR)
+    head, sep, rest = name.partition(SEPARATOR)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return name
+
+
+def check_name(name: str) -> str:
+    name = normalize_name(name)
+    if not name or any(part == "" for part in name.split(SEPARATOR)):
+        raise MailboxError("invalid mailbox name", "CANNOT")
+    if len(name) > 512 or any(ord(c) < 0x20 or c in "*%" for c in name):
+        raise MailboxError("mailbox names may not contain * % or control characters", "CANNOT")
+    return name
+
+
+_META_COLUMNS = (
+    Message.id,
+    Message.uid,
+    Message.flags,
+    Message.internal_date,
+    Message.size,
+    Message.modseq,
+    Message.blob_id,
+    Message.decrypt_on_read,
+)
+
+
+def _meta_row(row: Sequence[object]) -> MessageMeta:
+    mid, uid, flags, date, size, modseq, blob, dor = row
+    assert isinstance(flags, str) and isinstance(date, datetime)
+    return MessageMeta(
+        int(mid),  # type: ignore[call-overload]
+        int(uid),  # type: ignore[call-overload]
+        tuple(flags.split()) if flags else (),
+        date,
+        int(size),  # type: ignore[call-overload]
+        int(modseq),  # type: ignore[call-overload]
+        int(blob),  # type: ignore[call-overload]
+        bool(dor),
+    )
+
+
+class MailboxStore:
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    # Mailboxes: reads -------------------------------------------------------------------------
+
+    async def list_mailboxes(self, session: AsyncSession, account_id: int) -> list[MailboxInfo]:
+        rows = await session.scalars(
+            select(Mailbox).where(Mailbox.account_id == account_id).order_by(Mailbox.name)
+        )
+        return [_info(b) for b in rows]
+
+    async def get(self, session: AsyncSession, account_id: int, name: str) -> MailboxInfo | None:
+        name = normalize_name(name)
+        box = (
+            await session.scalars(
+                select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == name)
+            )
+        ).first()
+        return _info(box) if box else None
+
+    async def info(self, session: AsyncSession, mailbox_id: int) -> MailboxInfo | None:
+        box = await session.get(Mailbox, mailbox_id, populate_existing=True)
+        return _info(box) if box else None
+
+    async def counts(self, session: AsyncSession, mailbox_id: int) -> tuple[int, int]:
+        """(messages, unseen)."""
+        total = await session.scalar(
+            select(func.count()).select_from(Message).where(Message.mailbox_id == mailbox_id)
+        )
+        seen = await session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.mailbox_id == mailbox_id, Message.flags.contains("\\Seen", autoescape=True))
+        )
+        return int(total or 0), int(total or 0) - int(seen or 0)
+
+    # Messages: reads ------------------------------------------------------------------------
+
+    async def uids(self, session: AsyncSession, mailbox_id: int) -> list[int]:
+        """Every UID of the mailbox, ascending: the session's sequence-number map."""
+        result = await session.stream_scalars(
+            select(Message.uid).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
+        )
+        return [int(uid) async for uid in result]
+
+    async def first_unseen_uid(self, session: AsyncSession, mailbox_id: int) -> int | None:
+        uid = await session.scalar(
+            select(func.min(Message.uid)).where(
+                Message.mailbox_id == mailbox_id, ~Message.flags.contains("\\Seen", autoescape=True)
+            )
+        )
+        return int(uid) if uid is not None else None
+
+    async def metas(
+        self, session: AsyncSession, mailbox_id: int, uids: Sequence[int]
+    ) -> AsyncIterator[MessageMeta]:
+        """Metadata of the given UIDs (ascending), streamed in batches by UID range."""
+        ordered = sorted(uids)
+        for start in range(0, len(ordered), _BATCH):
+            chunk = ordered[start : start + _BATCH]
+            wanted = set(chunk)
+            rows = await session.execute(
+                select(*_META_COLUMNS)
+                .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
+                .order_by(Message.uid)
+            )
+            for row in rows:
+                if int(row[1]) in wanted:
+                    yield _meta_row(tuple(row))
+
+    async def meta(self, session: AsyncSession, mailbox_id: int, uid: int) -> MessageMeta | None:
+        row = (
+            await session.execute(
+                select(*_META_COLUMNS).where(Message.mailbox_id == mailbox_id, Message.uid == uid)
+            )
+        ).first()
+        return _meta_row(tuple(row)) if row else None
+
+    async def changes(
+        self, session: AsyncSession, mailbox_id: int, since_modseq: int, known_uidnext: int
+    ) -> Changes:
+        box = await session.get(Mailbox, mailbox_id, populate_existing=True)
+        if box is None:
+            raise MailboxError("the mailbox was deleted", "NONEXISTENT")
+        changes = Changes(box.modseq, box.uidnext)
+        if box.modseq <= since_modseq:
+            return changes
+        rows = await session.execute(
+            select(*_META_COLUMNS)
+            .where(Message.mailbox_id == mailbox_id, Message.modseq > since_modseq)
+            .order_by(Message.uid)
+        )
+        for row in rows:
+            meta = _meta_row(tuple(row))
+            (changes.new if meta.uid >= known_uidnext else changes.updated).append(meta)
+        gone = await session.scalars(
+            select(ExpungedMessage.uid)
+            .where(ExpungedMessage.mailbox_id == mailbox_id, ExpungedMessage.modseq > since_modseq)
+            .order_by(ExpungedMessage.uid)
+        )
+        changes.expunged = [int(u) for u in gone if int(u) < known_uidnext]
+        return changes
+
+    async def body(self, session: AsyncSession, meta: MessageMeta) -> bytes:
+        return b"".join([chunk async for chunk in self.blobs.get(session, meta.blob_id)])
+
+    # Mailboxes: writes (synchronous, inside the caller's transaction) -------------------------
+
+    @staticmethod
+    def _box(session: Session, account_id: int, name: str) -> Mailbox | None:
+        return session.scalars(
+            select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == normalize_name(name))
+        ).first()
+
+    def create(self, session: Session, account_id: int, name: str, special_use: str | None = None) -> int:
+        name = check_name(name)
+        if self._box(session, account_id, name) is not None:
+            raise MailboxError("that mailbox already exists", "ALREADYEXISTS")
+        if special_use is not None:
+            taken = session.scalar(
+                select(Mailbox.id).where(Mailbox.account_id == account_id, Mailbox.special_use == special_use)
+            )
+            if taken is not None:
+                raise MailboxError(f"another mailbox is already {special_use}", "USEATTR")
+        box = Mailbox(
+            account_id=account_id, name=name, special_use=special_use, uidvalidity=new_uidvalidity()
+        )
+        session.add(box)
+        session.flush()
+        return box.id
+
+    def delete(self, session: Session, account_id: int, name: str) -> list[int]:
+        """Delete a mailbox and its messages (RFC 3501 §6.3.4); its children stay. Returns the
+        ids of blobs that no message refers to any more (already deleted)."""
+        box = self._box(session, account_id, name)
+        if box is None:
+            raise MailboxError("no such mailbox", "NONEXISTENT")
+        if box.name == "INBOX":
+            raise MailboxError("INBOX cannot be deleted", "CANNOT")
+        blob_ids = list(session.scalars(select(Message.blob_id).where(Message.mailbox_id == box.id)))
+        session.execute(delete(Message).where(Message.mailbox_id == box.id))
+        session.execute(delete(ExpungedMessage).where(ExpungedMessage.mailbox_id == box.id))
+        session.delete(box)
+        session.flush()
+        notify_changed(session.connection(), [box.id])
+        return self._drop_orphans(session, blob_ids)
+
+    def rename(self, session: Session, account_id: int, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5: children follow; renaming INBOX moves its messages to a new mailbox
+        and leaves INBOX empty."""
+        new = check_name(new)
+        box = self._box(session, account_id, old)
+        if box is None:
+            raise MailboxError("no such mailbox", "NONEXISTENT")
+        if self._box(session, account_id, new) is not None:
+            raise MailboxError("the new name is taken", "ALREADYEXISTS")
+        if box.name == "INBOX":
+            target = self.create(session, account_id, new)
+            self._move_all(session, box, target)
+            return
+        prefix = box.name + SEPARATOR
+        children = session.scalars(
+            select(Mailbox).where(
+                Mailbox.account_id == account_id, Mailbox.name.startswith(prefix, autoescape=True)
+            )
+        ).all()
+        box.name = new
+        for child in children:
+            child.name = new + SEPARATOR + child.name[len(prefix) :]
+        session.flush()
+
+    def _move_all(self, session: Session, source: Mailbox, target_id: int) -> None:
+        uids = list(
+            session.scalars(select(Message.uid).where(Message.mailbox_id == source.id).order_by(Message.uid))
+        )
+        if uids:
+            self.copy(session, source.id, uids, target_id)
+            self.expunge(session, source.id, uids)
+
+    def subscribe(self, session: Session, account_id: int, name: str, subscribed: bool) -> None:
+        box = self._box(session, account_id, name)
+        if box is None:
+            raise MailboxError("no such mailbox", "NONEXISTENT")
+        box.subscribed = subscribed
+
+    # Messages: writes ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _next_modseq(session: Session, mailbox_id: int) -> int:
+        conn = session.connection()
+        query = select(Mailbox.modseq).where(Mailbox.id == mailbox_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        current = conn.execute(query).scalar()
+        if current is None:
+            raise MailboxError("the mailbox was deleted", "NONEXISTENT")
+        modseq = int(current) + 1
+        conn.execute(update(table(Mailbox)).where(table(Mailbox).c.id == mailbox_id).values(modseq=modseq))
+        return modseq
+
+    def store_flags(
+        self,
+        session: Session,
+        mailbox_id: int,
+        uids: Iterable[int],
+        mode: str,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[MessageMeta], list[int]]:
+        """STORE (RFC 3501 §6.4.6): ``mode`` is "+", "-" or "" (replace). Returns the messages
+        whose flags changed (with their new mod-sequence) and, with UNCHANGEDSINCE (RFC 7162
+        §3.1.3), the UIDs that were modified since and left alone."""
+        wanted = sorted(set(uids))
+        given = list(dict.fromkeys(flags))
+        changed: list[MessageMeta] = []
+        refused: list[int] = []
+        if not wanted:
+            return changed, refused
+        modseq = self._next_modseq(session, mailbox_id)
+        updates: list[dict[str, object]] = []
+        conn = session.connection()
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            rows = conn.execute(
+                select(*_META_COLUMNS).where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
+            ).all()
+            for row in rows:
+                meta = _meta_row(tuple(row))
+                if unchanged_since is not None and meta.modseq > unchanged_since:
+                    refused.append(meta.uid)
+                    continue
+                current = list(meta.flags)
+                if mode == "+":
+                    new = current + [f for f in given if f not in current]
+                elif mode == "-":
+                    new = [f for f in current if f not in given]
+                else:
+                    new = given
+                if new == current:
+                    continue
+                updates.append({"mid": meta.id, "new_flags": " ".join(new), "new_modseq": modseq})
+                changed.append(
+                    MessageMeta(
+                        meta.id,
+                        meta.uid,
+                        tuple(new),
+                        meta.internal_date,
+                        meta.size,
+                        modseq,
+                        meta.blob_id,
+                        meta.decrypt_on_read,
+                    )
+                )
+        if updates:
+            messages = table(Message)
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("mid"))
+                .values(flags=bindparam("new_flags"), modseq=bindparam("new_modseq")),
+                updates,
+            )
+            notify_changed(conn, [mailbox_id])
+        return changed, sorted(refused)
+
+    def copy(
+        self, session: Session, source_id: int, uids: Iterable[int], target_id: int
+    ) -> list[tuple[int, int]]:
+        """COPY (RFC 3501 §6.4.7): the copies share the bodies (same owner, same key). Returns
+        (source UID, new UID) pairs for COPYUID (RFC 4315 §3)."""
+        wanted = sorted(set(uids))
+        conn = session.connection()
+        query = select(Mailbox.uidnext, Mailbox.modseq).where(Mailbox.id == target_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        target = conn.execute(query).first()
+        if target is None:
+            raise MailboxError("no such mailbox", "TRYCREATE")
+        uidnext, modseq = int(target[0]), int(target[1]) + 1
+        pairs: list[tuple[int, int]] = []
+        rows: list[dict[str, object]] = []
+        now = utcnow()
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            found = conn.execute(
+                select(Message)
+                .where(Message.mailbox_id == source_id, Message.uid.in_(chunk))
+                .order_by(Message.uid)
+            ).scalars()
+            for m in found:
+                pairs.append((m.uid, uidnext))
+                rows.append(
+                    {
+                        "mailbox_id": target_id,
+                        "uid": uidnext,
+                        "blob_id": m.blob_id,
+                        "size": m.size,
+                        "internal_date": m.internal_date,
+                        "flags": m.flags,
+                        "decrypt_on_read": m.decrypt_on_read,
+                        "modseq": modseq,
+                        "created_at": now,
+                    }
+                )
+                uidnext += 1
+        if rows:
+            conn.execute(insert(table(Message)), rows)
+            conn.execute(
+                update(table(Mailbox))
+                .where(table(Mailbox).c.id == target_id)
+                .values(uidnext=uidnext, modseq=modseq)
+            )
+            notify_changed(conn, [target_id])
+        return pairs
+
+    def expunge(self, session: Session, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+        """EXPUNGE (RFC 3501 §6.4.3): the given UIDs, or every message flagged \\Deleted; with
+        UIDs (UID EXPUNGE, RFC 4315 §2.1) only those that are also \\Deleted unless ``uids``
+        comes from MOVE. Returns the expunged UIDs, ascending."""
+        conn = session.connection()
+        query = select(Message.id, Message.uid, Message.blob_id).where(Message.mailbox_id == mailbox_id)
+        if uids is None:
+            query = query.where(Message.flags.contains("\\Deleted", autoescape=True))
+            rows = [tuple(r) for r in conn.execute(query.order_by(Message.uid))]
+        else:
+            wanted = sorted(set(uids))
+            rows = []
+            for start in range(0, len(wanted), _BATCH):
+                chunk = wanted[start : start + _BATCH]
+                rows += [
+                    tuple(r) for r in conn.execute(query.where(Message.uid.in_(chunk)).order_by(Message.uid))
+                ]
+        if not rows:
+            return []
+        modseq = self._next_modseq(session, mailbox_id)
+        ids = [int(r[0]) for r in rows]
+        gone = [int(r[1]) for r in rows]
+        for start in range(0, len(ids), _BATCH):
+            conn.execute(delete(table(Message)).where(table(Message).c.id.in_(ids[start : start + _BATCH])))
+        conn.execute(
+            insert(table(ExpungedMessage)),
+            [
+                {"mailbox_id": mailbox_id, "uid": uid, "modseq": modseq, "created_at": utcnow()}
+                for uid in gone
+            ],
+        )
+        notify_changed(conn, [mailbox_id])
+        self._drop_orphans(session, [int(r[2]) for r in rows])
+        return gone
+
+    def _drop_orphans(self, session: Session, blob_ids: Iterable[int]) -> list[int]:
+        """Delete the bodies no message refers to any more (copies share bodies)."""
+        candidates = sorted(set(blob_ids))
+        dropped: list[int] = []
+        for start in range(0, len(candidates), _BATCH):
+            chunk = candidates[start : start + _BATCH]
+            still = set(session.scalars(select(Message.blob_id).where(Message.blob_id.in_(chunk)).distinct()))
+            for blob_id in chunk:
+                if blob_id not in still:
+                    self.blobs.delete(session, blob_id)
+                    dropped.append(blob_id)
+        return dropped
+
+
+__all__ = [
+    "SEPARATOR",
+    "Changes",
+    "MailboxError",
+    "MailboxInfo",
+    "MailboxStore",
+    "MessageMeta",
+    "check_name",
+    "normalize_name",
+]
