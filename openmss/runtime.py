@@ -16,12 +16,17 @@ from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
 from mailserver.delivery import DeliveryReport, build_delivery
+from mailserver.imap.backend import ImapDeps
+from mailserver.imap.server import ImapServer
+from mailserver.imap.session import SessionDeps
 from mailserver.queue.worker import QueueWorker
 from mailserver.smtp.common import SmtpDeps
 from mailserver.smtp.inbound import InboundHandler
 from mailserver.smtp.listeners import start_inbound, start_submission
 from mailserver.smtp.senderkeys import SenderKeys
 from mailserver.smtp.submission import SubmissionHandler
+from mailserver.store.mailboxes import MailboxStore
+from mailserver.store.notify import MailboxEvents
 from openmss.accounts import Accounts
 from openmss.auth import Authenticator
 from openmss.crypto.keywrap import KdfParams
@@ -99,6 +104,8 @@ class Runtime:
             write=self.committer.run,
             on_key_change=self.sender_keys.forget,
         )
+        self.events = MailboxEvents()
+        self.imap: ImapServer | None = None
         self.tls_files: TlsFiles | None = None
         self.worker: QueueWorker | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -138,6 +145,12 @@ class Runtime:
     def delivered(self, report: DeliveryReport) -> None:
         if report.queued and self.worker is not None:
             self.worker.wake()
+        # Sessions of this process watching those mailboxes (IMAP IDLE); other instances
+        # learn it from PostgreSQL's NOTIFY.
+        boxes = [copy.mailbox_id for _, copy in report.stored]
+        if report.sent_copy is not None:
+            boxes.append(report.sent_copy.mailbox_id)
+        self.events.publish(boxes)
 
     def _deliver_many(self, session: Session, messages: Sequence[Any]) -> Sequence[Any]:
         return self.delivery.deliver_many(session, messages)
@@ -200,6 +213,26 @@ class Runtime:
         )
         inbound = InboundHandler(deps, self.trust)
         host = s.listen_host
+        self.imap = ImapServer(
+            SessionDeps(
+                imap=ImapDeps(
+                    db=self.db,
+                    committer=self.committer,
+                    mailboxes=MailboxStore(self.store.blobs),
+                    store=self.store,
+                    at_rest=self.delivery.at_rest,
+                    events=self.events,
+                    max_message_size=s.max_message_size,
+                ),
+                authenticator=self.authenticator,
+                accounts=self.accounts,
+            ),
+            hostname=s.hostname,
+            tls=submission_tls,
+            max_message_size=s.max_message_size,
+        )
+        if s.database_url.startswith("postgresql"):
+            self.events.start_listening(s.database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
         self._servers = [
             await start_inbound(
                 inbound,
@@ -227,6 +260,8 @@ class Runtime:
                 implicit_tls=True,
                 max_size=s.max_message_size,
             ),
+            await self.imap.start(host, s.imap_port, implicit_tls=False),
+            await self.imap.start(host, s.imaps_port, implicit_tls=True),
         ]
         self.worker = QueueWorker(
             db=self.db,
@@ -273,6 +308,9 @@ class Runtime:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        if self.imap is not None:
+            await self.imap.close_sessions()
+        await self.events.stop()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)

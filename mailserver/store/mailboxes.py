@@ -421,11 +421,11 @@ class MailboxStore:
         now = utcnow()
         for start in range(0, len(wanted), _BATCH):
             chunk = wanted[start : start + _BATCH]
-            found = conn.execute(
+            found = session.scalars(
                 select(Message)
                 .where(Message.mailbox_id == source_id, Message.uid.in_(chunk))
                 .order_by(Message.uid)
-            ).scalars()
+            )
             for m in found:
                 pairs.append((m.uid, uidnext))
                 rows.append(

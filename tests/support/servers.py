@@ -161,6 +161,8 @@ class ServerFactory:
             smtp_port=free_port(),
             submission_port=free_port(),
             submissions_port=free_port(),
+            imap_port=free_port(),
+            imaps_port=free_port(),
             http_port=free_port(),
             tls_cert=tls_dir / "server.pem",
             tls_key=tls_dir / "server.key",

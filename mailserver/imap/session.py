@@ -1,0 +1,790 @@
+"""One IMAP4rev1 session (RFC 3501 §3): the state machine between the parsed commands and the
+account's store. Parsing is ``parser.py``'s, rendering of message data ``fetch.py``'s, the
+store ``backend.py``'s; what is here is the protocol's logic: states, responses, when other
+sessions' changes may be told (§7.4.1), IDLE (RFC 2177), and the extensions real clients use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mailserver.imap import parser as p
+from mailserver.imap import wire
+from mailserver.imap.backend import AccountBackend, ImapDeps
+from mailserver.imap.connection import Connection, ConnectionClosed
+from mailserver.imap.fetch import flags_update, needs_content, render_fetch, sets_seen
+from mailserver.imap.framing import CommandLine, ContinuationNeeded, FramingError
+from mailserver.imap.search import CompiledSearch, SearchContext, SearchMessage
+from mailserver.imap.sequence import SequenceSet
+from mailserver.imap.view import MailboxView
+from mailserver.store.mailboxes import SEPARATOR, MailboxError, MailboxInfo, MessageMeta
+from mailserver.store.reader import MessageReader
+from openmss.accounts import Accounts
+from openmss.auth import Authenticator, AuthOutcome
+from openmss.keyring.store import Locked
+
+log = logging.getLogger("openmss.imap")
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"})
+_FLUSH = 256 * 1024
+
+
+class _Bye(Exception):
+    """End the session after sending what was written."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    hostname: str
+    implicit_tls: bool
+    tls: ssl.SSLContext
+    idle_timeout: float = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes
+    idle_command_timeout: float = 29 * 60.0  # RFC 2177: clients re-issue IDLE within 29 minutes
+
+
+@dataclass(frozen=True)
+class SessionDeps:
+    imap: ImapDeps
+    authenticator: Authenticator
+    accounts: Accounts
+
+
+class Session:
+    def __init__(self, deps: SessionDeps, config: SessionConfig, conn: Connection) -> None:
+        self.deps = deps
+        self.config = config
+        self.conn = conn
+        self.account: AccountBackend | None = None
+        self.view: MailboxView | None = None
+        self.condstore = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._own_updates: set[tuple[int, int]] = set()  # (uid, modseq) this session already told
+
+    # Output -----------------------------------------------------------------------------------
+
+    async def _emit(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= _FLUSH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._out:
+            chunks, self._out, self._out_size = self._out, [], 0
+            await self.conn.send(*chunks)
+
+    async def _tagged(self, tag: str, status: str, text: str, code: str = "") -> None:
+        code_part = f"[{code}] " if code else ""
+        await self._emit(f"{tag} {status} {code_part}{text}\r\n".encode())
+        await self._flush()
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
+        if self.account is None:
+            if not self.conn.tls:
+                caps += ["STARTTLS", "LOGINDISABLED"]
+            else:
+                caps += ["AUTH=PLAIN"]
+        else:
+            caps += [
+                "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
+                "LIST-STATUS", "CHILDREN", "CONDSTORE", "ESEARCH",
+            ]  # fmt: skip
+        return caps
+
+    # The loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._emit(
+                f"* OK [CAPABILITY {' '.join(self.capabilities())}] OpenMSS IMAP ready\r\n".encode()
+            )
+            await self._flush()
+            while True:
+                try:
+                    event = await self.conn.next_event()
+                except TimeoutError:
+                    await self._emit(b"* BYE Autologout; idle for too long\r\n")
+                    await self._flush()
+                    return
+                if isinstance(event, ContinuationNeeded):
+                    await self.conn.send(b"+ Ready for literal data\r\n")
+                    continue
+                if isinstance(event, FramingError):
+                    await self._framing_error(event)
+                    if event.fatal:
+                        return
+                    continue
+                try:
+                    command = p.parse_command(event)
+                except p.ParseError as exc:
+                    await self._parse_error(exc)
+                    continue
+                try:
+                    await self._dispatch(command)
+                except _Bye:
+                    await self._flush()
+                    return
+                except (ConnectionClosed, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    log.exception(
+                        "IMAP command failed", extra={"command": command.name, "user": self._user()}
+                    )
+                    self._out, self._out_size = [], 0
+                    await self._tagged(
+                        command.tag, "NO", "Internal error, the command was not completed", "SERVERBUG"
+                    )
+        except ConnectionClosed:
+            return
+
+    def _user(self) -> str:
+        return self.account.address if self.account else ""
+
+    async def _framing_error(self, error: FramingError) -> None:
+        code = f"[{error.code}] " if error.code else ""
+        status = "NO" if error.code == "TOOBIG" else "BAD"
+        if error.fatal:
+            await self.conn.send(f"* BYE {error.reason}\r\n".encode())
+        elif error.tag:
+            await self.conn.send(f"{error.tag} {status} {code}{error.reason}\r\n".encode())
+        else:
+            await self.conn.send(f"* BAD {code}{error.reason}\r\n".encode())
+
+    async def _parse_error(self, exc: p.ParseError) -> None:
+        code = f"[{exc.code}] " if exc.code else ""
+        await self.conn.send(f"{exc.tag or '*'} {exc.status} {code}{exc.reason}\r\n".encode())
+
+    # Dispatch ---------------------------------------------------------------------------------
+
+    async def _dispatch(self, command: p.Command) -> None:
+        handler = self._handlers().get(type(command))
+        if handler is None:
+            await self._tagged(command.tag, "BAD", f"{command.name} is not supported")
+            return
+        state, run = handler
+        if state == "auth" and self.account is None:
+            await self._tagged(command.tag, "BAD", f"{command.name}: log in first")
+            return
+        if state == "selected" and self.view is None:
+            await self._tagged(command.tag, "BAD", f"{command.name}: select a mailbox first")
+            return
+        if state == "noauth" and self.account is not None:
+            await self._tagged(command.tag, "BAD", f"{command.name}: already logged in")
+            return
+        await run(command)
+
+    def _handlers(self) -> dict[type, tuple[str, Callable[[Any], Awaitable[None]]]]:
+        return {
+            p.Capability: ("any", self._capability),
+            p.Noop: ("any", self._noop),
+            p.Logout: ("any", self._logout),
+            p.Id: ("any", self._id),
+            p.StartTls: ("noauth", self._starttls),
+            p.Login: ("noauth", self._login),
+            p.Authenticate: ("noauth", self._authenticate),
+            p.Enable: ("auth", self._enable),
+            p.Namespace: ("auth", self._namespace),
+            p.Select: ("auth", self._select),
+            p.Examine: ("auth", self._select),
+            p.Create: ("auth", self._create),
+            p.Delete: ("auth", self._delete),
+            p.Rename: ("auth", self._rename),
+            p.Subscribe: ("auth", self._subscribe),
+            p.Unsubscribe: ("auth", self._subscribe),
+            p.List: ("auth", self._list),
+            p.Lsub: ("auth", self._lsub),
+            p.Status: ("auth", self._status),
+            p.Append: ("auth", self._append),
+            p.Idle: ("auth", self._idle),
+            p.Check: ("selected", self._noop),
+            p.Close: ("selected", self._close),
+            p.Unselect: ("selected", self._close),
+            p.Expunge: ("selected", self._expunge),
+            p.Search: ("selected", self._search),
+            p.Fetch: ("selected", self._fetch),
+            p.Store: ("selected", self._store),
+            p.Copy: ("selected", self._copy),
+            p.Move: ("selected", self._copy),
+        }
+
+    # Keeping the view in step -----------------------------------------------------------------
+
+    async def _sync(self, *, allow_expunge: bool) -> None:
+        """Tell the client what other sessions changed in the selected mailbox."""
+        view, account = self.view, self.account
+        if view is None or account is None:
+            return
+        try:
+            changes = await account.changes(view.mailbox_id, view.modseq, view.uidnext)
+        except MailboxError:
+            await self._emit(b"* BYE The selected mailbox was deleted\r\n")
+            raise _Bye() from None
+        told = view.apply(changes, allow_expunge=allow_expunge)
+        for seq in told.expunged:
+            await self._emit(b"* %d EXPUNGE\r\n" % seq)
+        if told.exists is not None:
+            await self._emit(b"* %d EXISTS\r\n" % told.exists)
+        for seq, meta in told.updated:
+            if (meta.uid, meta.modseq) in self._own_updates:
+                continue
+            await self._emit(flags_update(seq, meta, uid=True, modseq=self.condstore))
+        self._own_updates.clear()
+
+    async def _done(
+        self, command: p.Command, text: str = "", code: str = "", *, allow_expunge: bool = True
+    ) -> None:
+        await self._sync(allow_expunge=allow_expunge)
+        await self._tagged(command.tag, "OK", text or f"{command.name} completed", code)
+
+    # Any state --------------------------------------------------------------------------------
+
+    async def _capability(self, command: p.Capability) -> None:
+        await self._emit(f"* CAPABILITY {' '.join(self.capabilities())}\r\n".encode())
+        await self._done(command)
+
+    async def _noop(self, command: p.Command) -> None:
+        await self._done(command)
+
+    async def _logout(self, command: p.Logout) -> None:
+        await self._emit(b"* BYE OpenMSS IMAP closing the connection\r\n")
+        await self._tagged(command.tag, "OK", "LOGOUT completed")
+        raise _Bye()
+
+    async def _id(self, command: p.Id) -> None:
+        # RFC 2971: the client's identification is only for the logs.
+        if command.params:
+            log.info(
+                "IMAP client", extra={"client": str(command.params.get("name"))[:60], "user": self._user()}
+            )
+        await self._emit(b'* ID ("name" "OpenMSS" "vendor" "OpenMSS")\r\n')
+        await self._done(command)
+
+    # Not authenticated ------------------------------------------------------------------------
+
+    async def _starttls(self, command: p.StartTls) -> None:
+        if self.conn.tls:
+            await self._tagged(command.tag, "BAD", "TLS is already active")
+            return
+        await self._tagged(command.tag, "OK", "Begin TLS negotiation now")
+        try:
+            await self.conn.start_tls(self.config.tls)
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            raise ConnectionClosed() from exc
+
+    async def _login(self, command: p.Login) -> None:
+        await self._authenticate_with(command.tag, command.user, command.password)
+
+    async def _authenticate(self, command: p.Authenticate) -> None:
+        if command.mechanism.upper() != "PLAIN":
+            await self._tagged(command.tag, "NO", f"unsupported mechanism {command.mechanism[:20]}")
+            return
+        if not self.conn.tls:
+            await self._tagged(
+                command.tag, "NO", "Authentication requires TLS: STARTTLS first", "PRIVACYREQUIRED"
+            )
+            return
+        response = command.initial_response
+        if response is None:
+            await self.conn.send(b"+ \r\n")
+            self.conn.framer.raw_lines = True
+            try:
+                event = await self.conn.next_event()
+            finally:
+                self.conn.framer.raw_lines = False
+            line = event.text.strip() if isinstance(event, CommandLine) else b"*"
+            if line == b"*":
+                await self._tagged(command.tag, "BAD", "Authentication cancelled")
+                return
+            try:
+                response = base64.b64decode(line, validate=True)
+            except (binascii.Error, ValueError):
+                await self._tagged(command.tag, "BAD", "Invalid base64")
+                return
+        parts = response.split(b"\0")
+        if len(parts) != 3:
+            await self._tagged(command.tag, "BAD", "Invalid PLAIN response (RFC 4616)")
+            return
+        authzid, user, password = (x.decode("utf-8", "replace") for x in parts)
+        if authzid and authzid.lower() != user.lower():
+            await self._tagged(
+                command.tag, "NO", "Acting as another user is not allowed", "AUTHORIZATIONFAILED"
+            )
+            return
+        await self._authenticate_with(command.tag, user, password)
+
+    async def _authenticate_with(self, tag: str, user: str, password: str) -> None:
+        if not self.conn.tls:
+            # RFC 3501 §6.2.3 / LOGINDISABLED: never a password in clear.
+            await self._tagged(tag, "NO", "Logging in requires TLS: STARTTLS first", "PRIVACYREQUIRED")
+            return
+        result = await self.deps.authenticator.authenticate(
+            user, password, client_ip=self.conn.peer, service="imap"
+        )
+        if result.outcome is AuthOutcome.THROTTLED:
+            await self._tagged(tag, "NO", "Too many failed logins, try again later", "UNAVAILABLE")
+            return
+        if result.outcome is not AuthOutcome.OK or result.account_id is None or result.address is None:
+            await self._tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
+            return
+        try:
+            chain = await self.deps.accounts.unlock(result.account_id, password, result.app_password_id)
+        except Locked:
+            await self._tagged(
+                tag, "NO", "This credential does not unlock the mailbox keys", "AUTHENTICATIONFAILED"
+            )
+            return
+        reader = MessageReader(self.deps.imap.store, chain)
+        self.account = AccountBackend(
+            self.deps.imap, result.account_id, result.address, reader, self.conn.peer
+        )
+        await self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+
+    # Authenticated ----------------------------------------------------------------------------
+
+    def _backend(self) -> AccountBackend:
+        assert self.account is not None
+        return self.account
+
+    async def _enable(self, command: p.Enable) -> None:
+        enabled = [cap for cap in command.capabilities if cap == "CONDSTORE"]
+        if "CONDSTORE" in enabled:
+            self.condstore = True
+        await self._emit(("* ENABLED " + " ".join(enabled)).rstrip().encode() + b"\r\n")
+        await self._done(command)
+
+    async def _namespace(self, command: p.Namespace) -> None:
+        await self._emit(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+        await self._done(command)
+
+    async def _select(self, command: p.Select | p.Examine) -> None:
+        account = self._backend()
+        self.view = None  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+        box = await account.mailbox(command.mailbox)
+        if box is None:
+            await self._tagged(command.tag, "NO", "No such mailbox", "NONEXISTENT")
+            return
+        info, uids, first_unseen, _ = await account.open(box)
+        readonly = isinstance(command, p.Examine)
+        view = MailboxView(info, uids, readonly=readonly)
+        if command.condstore:
+            self.condstore = True
+        flags = wire.flag_list(SYSTEM_FLAGS)
+        await self._emit(b"* FLAGS " + flags + b"\r\n")
+        permanent = b"()" if readonly else wire.flag_list((*SYSTEM_FLAGS, "\\*"))
+        await self._emit(b"* OK [PERMANENTFLAGS " + permanent + b"] Flags permitted\r\n")
+        await self._emit(b"* %d EXISTS\r\n* 0 RECENT\r\n" % view.exists)
+        if first_unseen is not None and (seq := view.seq_of(first_unseen)) is not None:
+            await self._emit(b"* OK [UNSEEN %d] First unseen\r\n" % seq)
+        await self._emit(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
+        await self._emit(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uidnext)
+        await self._emit(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % info.modseq)
+        self.view = view
+        await self._tagged(
+            command.tag, "OK", f"{command.name} completed", "READ-ONLY" if readonly else "READ-WRITE"
+        )
+
+    async def _create(self, command: p.Create) -> None:
+        account = self._backend()
+        uses = [u for u in command.special_use]
+        unknown = [u for u in uses if u not in _SPECIAL_USES]
+        if unknown or len(uses) > 1:
+            await self._tagged(command.tag, "NO", "Unsupported special-use attribute", "USEATTR")
+            return
+        name = command.mailbox.rstrip(SEPARATOR)
+        try:
+            # RFC 3501 §6.3.3: create the superior names that are needed.
+            existing = {b.name for b in await account.mailboxes()}
+            parts = name.split(SEPARATOR)
+            for depth in range(1, len(parts)):
+                parent = SEPARATOR.join(parts[:depth])
+                if parent not in existing and parent.upper() != "INBOX":
+                    await account.create(parent)
+            await account.create(name, uses[0] if uses else None)
+        except MailboxError as exc:
+            await self._tagged(command.tag, "NO", str(exc), exc.code)
+            return
+        await self._done(command)
+
+    async def _delete(self, command: p.Delete) -> None:
+        account = self._backend()
+        if self.view is not None and self.view.info.name == command.mailbox:
+            await self._tagged(command.tag, "NO", "Unselect the mailbox before deleting it", "INUSE")
+            return
+        try:
+            await account.delete(command.mailbox)
+        except MailboxError as exc:
+            await self._tagged(command.tag, "NO", str(exc), exc.code)
+            return
+        await self._done(command)
+
+    async def _rename(self, command: p.Rename) -> None:
+        try:
+            await self._backend().rename(command.old, command.new)
+        except MailboxError as exc:
+            await self._tagged(command.tag, "NO", str(exc), exc.code)
+            return
+        await self._done(command)
+
+    async def _subscribe(self, command: p.Subscribe | p.Unsubscribe) -> None:
+        try:
+            await self._backend().subscribe(command.mailbox, isinstance(command, p.Subscribe))
+        except MailboxError as exc:
+            await self._tagged(command.tag, "NO", str(exc), exc.code)
+            return
+        await self._done(command)
+
+    async def _list(self, command: p.List) -> None:
+        account = self._backend()
+        boxes = await account.mailboxes()
+        if command.patterns == ("",) and not command.extended:
+            # RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            await self._emit(b'* LIST (\\Noselect) "/" ""\r\n')
+            await self._done(command)
+            return
+        names = {b.name for b in boxes}
+        subscribed_only = "SUBSCRIBED" in command.selection
+        special_only = "SPECIAL-USE" in command.selection
+        for box in boxes:
+            if not any(_matches(command.reference + pattern, box.name) for pattern in command.patterns):
+                continue
+            if subscribed_only and not box.subscribed:
+                continue
+            if special_only and not box.special_use:
+                continue
+            attrs = ["\\HasChildren" if _has_children(box.name, names) else "\\HasNoChildren"]
+            if box.special_use and (not command.extended or "SPECIAL-USE" in command.returns or special_only
+                                    or not command.returns):  # fmt: skip
+                attrs.append(box.special_use)
+            if box.subscribed and (subscribed_only or "SUBSCRIBED" in command.returns):
+                attrs.append("\\Subscribed")
+            await self._emit(
+                b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + wire.mailbox(box.name) + b"\r\n"
+            )
+            if command.status_items:
+                await self._emit(await self._status_line(box, command.status_items))
+        await self._done(command)
+
+    async def _lsub(self, command: p.Lsub) -> None:
+        for box in await self._backend().mailboxes():
+            if box.subscribed and _matches(command.reference + command.pattern, box.name):
+                await self._emit(b'* LSUB () "/" ' + wire.mailbox(box.name) + b"\r\n")
+        await self._done(command)
+
+    async def _status_line(self, box: MailboxInfo, items: Sequence[str]) -> bytes:
+        total, unseen = await self._backend().status(box)
+        values = {
+            "MESSAGES": total,
+            "RECENT": 0,
+            "UIDNEXT": box.uidnext,
+            "UIDVALIDITY": box.uidvalidity,
+            "UNSEEN": unseen,
+            "HIGHESTMODSEQ": box.modseq,
+        }
+        parts = [f"{item} {values[item]}" for item in items if item in values]
+        return b"* STATUS " + wire.mailbox(box.name) + b" (" + " ".join(parts).encode() + b")\r\n"
+
+    async def _status(self, command: p.Status) -> None:
+        box = await self._backend().mailbox(command.mailbox)
+        if box is None:
+            await self._tagged(command.tag, "NO", "No such mailbox", "NONEXISTENT")
+            return
+        await self._emit(await self._status_line(box, command.items))
+        await self._done(command)
+
+    async def _append(self, command: p.Append) -> None:
+        account = self._backend()
+        box = await account.mailbox(command.mailbox)
+        if box is None:
+            await self._tagged(command.tag, "NO", "No such mailbox", "TRYCREATE")
+            return
+        if not command.message:
+            await self._tagged(command.tag, "NO", "An empty message cannot be appended")
+            return
+        if len(command.message) > self.deps.imap.max_message_size:
+            await self._tagged(command.tag, "NO", "Message too large", "TOOBIG")
+            return
+        flags = [f for f in command.flags if f != "\\Recent"]
+        when = command.internal_date or datetime.now(UTC)
+        uidvalidity, uid = await account.append(box, command.message, flags, when)
+        await self._done(command, "APPEND completed", f"APPENDUID {uidvalidity} {uid}")
+
+    async def _idle(self, command: p.Idle) -> None:
+        """RFC 2177: untagged updates as they happen, until the client sends DONE."""
+        account = self._backend()
+        await self._sync(allow_expunge=True)
+        await self._emit(b"+ idling\r\n")
+        await self._flush()
+        events = self.deps.imap.events
+        with contextlib.ExitStack() as stack:
+            changed = (
+                stack.enter_context(events.subscribe(self.view.mailbox_id)) if self.view else asyncio.Event()
+            )
+            self.conn.framer.raw_lines = True
+            reading = asyncio.ensure_future(self.conn.next_event(timeout=self.config.idle_command_timeout))
+            try:
+                while True:
+                    waiting = asyncio.ensure_future(changed.wait())
+                    done, _ = await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                    if waiting in done:
+                        changed.clear()
+                        await self._sync(allow_expunge=True)
+                        await self._flush()
+                    else:
+                        waiting.cancel()
+                    if reading in done:
+                        break
+            finally:
+                self.conn.framer.raw_lines = False
+                if not reading.done():
+                    reading.cancel()
+        try:
+            event = reading.result()
+        except TimeoutError:
+            await self._emit(b"* BYE IDLE for too long\r\n")
+            raise _Bye() from None
+        line = event.text.strip().upper() if isinstance(event, CommandLine) else b""
+        if line != b"DONE":
+            await self._tagged(command.tag, "BAD", "Expected DONE")
+            return
+        del account
+        await self._done(command, "IDLE terminated")
+
+    # Selected ---------------------------------------------------------------------------------
+
+    def _view(self) -> MailboxView:
+        assert self.view is not None
+        return self.view
+
+    async def _close(self, command: p.Close | p.Unselect) -> None:
+        view = self._view()
+        if isinstance(command, p.Close) and not view.readonly:
+            await self._backend().expunge(view.mailbox_id, None)  # silently (RFC 3501 §6.4.2)
+        self.view = None
+        await self._tagged(command.tag, "OK", f"{command.name} completed")
+
+    async def _expunge(self, command: p.Expunge) -> None:
+        view = self._view()
+        if view.readonly:
+            await self._tagged(command.tag, "NO", "The mailbox is read-only", "READ-ONLY")
+            return
+        uids = view.resolve(command.uid_set, uid=True) if command.uid_set is not None else None
+        gone = await self._backend().expunge(view.mailbox_id, uids)
+        for seq in view.forget(gone):
+            await self._emit(b"* %d EXPUNGE\r\n" % seq)
+        await self._done(command)
+
+    def _uids(self, sequence: SequenceSet, *, uid: bool) -> list[int] | None:
+        view = self._view()
+        if not uid and view.sequence_out_of_range(sequence):
+            return None
+        return view.resolve(sequence, uid=uid)
+
+    async def _fetch(self, command: p.Fetch) -> None:
+        view, account = self._view(), self._backend()
+        uids = self._uids(command.sequence_set, uid=command.uid)
+        if uids is None:
+            await self._tagged(command.tag, "BAD", "Invalid sequence number")
+            return
+        items = command.effective_items
+        if self.condstore and any(i.name == "MODSEQ" for i in items):
+            pass
+        seen_changed: set[int] = set()
+        if sets_seen(items) and not view.readonly and uids:
+            changed, _ = await account.store_flags(view.mailbox_id, uids, "+", ["\\Seen"], None)
+            seen_changed = {m.uid for m in changed}
+            self._own_updates.update((m.uid, m.modseq) for m in changed)
+        content = needs_content(items)
+        read: list[int] = []
+        async for meta in account.metas(view.mailbox_id, uids):
+            if command.changedsince is not None and meta.modseq <= command.changedsince:
+                continue
+            seq = view.seq_of(meta.uid)
+            if seq is None:
+                continue
+            wanted = items
+            if meta.uid in seen_changed and not any(i.name == "FLAGS" for i in items):
+                wanted = (*items, p.FetchAttribute("FLAGS"))
+            data = await account.content(meta, view.mailbox_id) if content else None
+            if data is not None:
+                read.append(meta.uid)
+            await self._emit(render_fetch(seq, meta, wanted, data))
+        await account.record_read(view.info.name, read)
+        await self._done(command, allow_expunge=command.uid)
+
+    async def _store(self, command: p.Store) -> None:
+        view, account = self._view(), self._backend()
+        if view.readonly:
+            await self._tagged(command.tag, "NO", "The mailbox is read-only", "READ-ONLY")
+            return
+        uids = self._uids(command.sequence_set, uid=command.uid)
+        if uids is None:
+            await self._tagged(command.tag, "BAD", "Invalid sequence number")
+            return
+        flags = [f for f in command.flags if f != "\\Recent"]
+        changed, refused = await account.store_flags(
+            view.mailbox_id, uids, command.mode, flags, command.unchangedsince
+        )
+        self._own_updates.update((m.uid, m.modseq) for m in changed)
+        if not command.silent:
+            for meta in changed:
+                seq = view.seq_of(meta.uid)
+                if seq is not None:
+                    await self._emit(flags_update(seq, meta, uid=command.uid, modseq=self.condstore))
+        code = ""
+        if refused:
+            numbers = (
+                refused if command.uid else [s for s in (view.seq_of(u) for u in refused) if s is not None]
+            )
+            code = f"MODIFIED {SequenceSet.from_numbers(numbers)}"
+        await self._done(command, code=code, allow_expunge=command.uid)
+
+    async def _copy(self, command: p.Copy | p.Move) -> None:
+        view, account = self._view(), self._backend()
+        moving = isinstance(command, p.Move)
+        if moving and view.readonly:
+            await self._tagged(command.tag, "NO", "The mailbox is read-only", "READ-ONLY")
+            return
+        uids = self._uids(command.sequence_set, uid=command.uid)
+        if uids is None:
+            await self._tagged(command.tag, "BAD", "Invalid sequence number")
+            return
+        target = await account.mailbox(command.mailbox)
+        if target is None:
+            await self._tagged(command.tag, "NO", "No such mailbox", "TRYCREATE")
+            return
+        pairs = await (account.move if moving else account.copy)(view.mailbox_id, uids, target)
+        code = ""
+        if pairs:
+            source = SequenceSet.from_numbers(src for src, _ in pairs)
+            dest = SequenceSet.from_numbers(dst for _, dst in pairs)
+            code = f"COPYUID {target.uidvalidity} {source} {dest}"
+        if moving:
+            # RFC 6851 §4.3: COPYUID comes in an untagged OK, before the EXPUNGEs.
+            if code:
+                await self._emit(f"* OK [{code}] Moved\r\n".encode())
+            for seq in view.forget([src for src, _ in pairs]):
+                await self._emit(b"* %d EXPUNGE\r\n" % seq)
+            await self._done(command)
+        else:
+            await self._done(command, code=code)
+
+    async def _search(self, command: p.Search) -> None:
+        view, account = self._view(), self._backend()
+        compiled = CompiledSearch(command.key)
+        exists, largest = view.exists, view.largest_uid()
+
+        def in_seq(sequence: object, number: int) -> bool:
+            assert isinstance(sequence, SequenceSet)
+            return sequence.contains(number, exists)
+
+        def in_uid(sequence: object, number: int) -> bool:
+            assert isinstance(sequence, SequenceSet)
+            return sequence.contains(number, largest) or (sequence.uses_star() and number == largest)
+
+        context = SearchContext(in_seq, in_uid, datetime.now(UTC))
+        found: list[int] = []
+        highest = 0
+        read: list[int] = []
+        async for meta in account.metas(view.mailbox_id, list(view.uids)):
+            seq = view.seq_of(meta.uid)
+            if seq is None:
+                continue
+            data = await account.content(meta, view.mailbox_id) if compiled.needs_message else None
+            if data is not None:
+                read.append(meta.uid)
+            target = SearchMessage(
+                seq, meta.uid, set(meta.flags), meta.internal_date, meta.size, meta.modseq, _loader(data)
+            )
+            if compiled.matches(target, context):
+                found.append(meta.uid if command.uid else seq)
+                highest = max(highest, meta.modseq)
+        await account.record_read(view.info.name, read)
+        if command.returns is not None:
+            await self._emit(_esearch(command, found))
+        else:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in found)
+            if found and _uses_modseq(command.key):
+                line += b" (MODSEQ %d)" % highest
+            await self._emit(line + b"\r\n")
+        await self._done(command, allow_expunge=command.uid)
+
+
+def _loader(data: bytes | None) -> Callable[[], bytes]:
+    def load() -> bytes:
+        return data if data is not None else b""
+
+    return load
+
+
+def _uses_modseq(key: Any) -> bool:
+    stack = [key]
+    while stack:
+        node = stack.pop()
+        if type(node).__name__ == "ModSeq":
+            return True
+        for name in ("keys", "key", "left", "right"):
+            child = getattr(node, name, None)
+            if isinstance(child, tuple | list):
+                stack.extend(child)
+            elif child is not None and hasattr(child, "__dataclass_fields__"):
+                stack.append(child)
+    return False
+
+
+def _esearch(command: p.Search, found: list[int]) -> bytes:
+    """RFC 4731 ESEARCH response."""
+    returns = command.returns or frozenset({"ALL"})
+    parts = [f'* ESEARCH (TAG "{command.tag}")'.encode()]
+    if command.uid:
+        parts.append(b"UID")
+    if found:
+        if "MIN" in returns:
+            parts.append(b"MIN %d" % min(found))
+        if "MAX" in returns:
+            parts.append(b"MAX %d" % max(found))
+        if "ALL" in returns:
+            parts.append(b"ALL " + str(SequenceSet.from_numbers(sorted(found))).encode())
+    if "COUNT" in returns:
+        parts.append(b"COUNT %d" % len(found))
+    return b" ".join(parts) + b"\r\n"
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append(".*")
+        elif char == "%":
+            out.append(f"[^{re.escape(SEPARATOR)}]*")
+        else:
+            out.append(re.escape(char))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """RFC 3501 §6.3.8 wildcards; INBOX matches case-insensitively."""
+    if pattern.upper().startswith("INBOX") and name.startswith("INBOX"):
+        pattern = "INBOX" + pattern[5:]
+    return _pattern_regex(pattern).match(name) is not None
+
+
+def _has_children(name: str, names: set[str]) -> bool:
+    prefix = name + SEPARATOR
+    return any(other.startswith(prefix) for other in names)
+
+
+def iter_untagged(metas: Sequence[MessageMeta]) -> Iterator[int]:  # pragma: no cover - debugging aid
+    return (m.uid for m in metas)

@@ -1,0 +1,280 @@
+"""The IMAP server driven by Python's imaplib (and raw sockets where imaplib cannot go)."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import time
+
+import pytest
+
+from mailserver.message import pgpmime
+from mailserver.store.mailboxes import MailboxStore
+
+PASSWORD = "correct horse battery"
+
+
+def _submit(inst, user: str, recipients: list[str], subject: str, body: str = "Corps du message.") -> None:  # type: ignore[no-untyped-def]
+    with smtplib.SMTP("127.0.0.1", inst.settings.submission_port, timeout=10) as client:
+        client.starttls(context=inst.client_tls())
+        client.login(user, inst.passwords[user])
+        message = f"From: {user}\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n\r\n{body}\r\n"
+        client.sendmail(user, recipients, message.encode())
+
+
+def _imaps(inst, user: str | None = None, password: str = PASSWORD) -> imaplib.IMAP4_SSL:  # type: ignore[no-untyped-def]
+    client = imaplib.IMAP4_SSL(
+        "127.0.0.1", inst.settings.imaps_port, ssl_context=inst.client_tls(), timeout=10
+    )
+    if user:
+        client.login(user, password)
+    return client
+
+
+async def test_starttls_port_refuses_plaintext_login(server):
+    alice = await server.add_account("alice")
+
+    def run() -> None:
+        client = imaplib.IMAP4("127.0.0.1", server.settings.imap_port, timeout=10)
+        caps = client.capabilities
+        assert "STARTTLS" in caps and "LOGINDISABLED" in caps and "IMAP4REV1" in caps
+        with pytest.raises(imaplib.IMAP4.error):
+            client.login(alice, PASSWORD)
+        client.starttls(ssl_context=server.client_tls())
+        assert "LOGINDISABLED" not in client.capabilities and "STARTTLS" not in client.capabilities
+        typ, _ = client.login(alice, PASSWORD)
+        assert typ == "OK"
+        client.logout()
+
+    await asyncio.to_thread(run)
+
+
+async def test_login_failures_and_app_passwords(server):
+    alice = await server.add_account("alice")
+    app = await server.runtime.accounts.create_app_password(alice, PASSWORD, "imap", actor="test")
+
+    def run() -> None:
+        client = _imaps(server)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            client.login(alice, "wrong")
+        client.logout()
+        client = _imaps(server, alice, app.password)
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
+        # AUTHENTICATE PLAIN (with the initial response, RFC 4959).
+        client = _imaps(server)
+        typ, _ = client.authenticate("PLAIN", lambda _: f"\0{alice}\0{PASSWORD}".encode())
+        assert typ == "OK"
+        client.logout()
+
+    await asyncio.to_thread(run)
+
+
+async def test_read_a_delivered_message(server):
+    alice = await server.add_account("alice")
+    bob = await server.add_account("bob")
+    await asyncio.to_thread(_submit, server, alice, [bob], "Résultats", "Tout va bien.")
+    [expected] = await server.wait_for_messages(bob, 1)
+    [stored] = await server.stored(bob)
+    assert pgpmime.is_encrypted(stored)
+
+    def run() -> None:
+        client = _imaps(server, bob)
+        typ, data = client.select("INBOX")
+        assert typ == "OK" and data == [b"1"]
+        typ, data = client.fetch("1", "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        meta, body = data[0]
+        assert body == expected  # decrypted, byte for byte
+        assert f"RFC822.SIZE {len(expected)}".encode() in meta and b"FLAGS ()" in meta
+        typ, data = client.fetch("1", "(BODYSTRUCTURE ENVELOPE)")
+        assert typ == "OK"
+        response = b"".join(part if isinstance(part, bytes) else b"".join(part) for part in data)
+        assert b'BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit"' in response.replace(
+            b"TEXT", b"text"
+        ).replace(b"PLAIN", b"plain")
+        assert b'(NIL NIL "bob" "a.test")' in response  # the To address in the ENVELOPE
+        typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert data[0][1].startswith("Subject: Résultats".encode())
+        typ, data = client.fetch("1", "(FLAGS)")
+        assert data == [b"1 (FLAGS ())"]
+        client.fetch("1", "(BODY[TEXT])")  # not PEEK: sets \Seen (RFC 3501 §6.4.5)
+        typ, data = client.fetch("1", "(FLAGS)")
+        assert b"\\Seen" in data[0]
+        client.logout()
+
+    await asyncio.to_thread(run)
+
+
+async def test_flags_search_copy_move_expunge(server):
+    alice = await server.add_account("alice")
+    for n in range(5):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"Message {n}")
+    await server.wait_for_messages(alice, 5)
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        client.select("INBOX")
+        typ, data = client.store("1:2", "+FLAGS", "(\\Seen \\Flagged)")
+        assert typ == "OK" and len(data) == 2
+        assert client.search(None, "UNSEEN")[1] == [b"3 4 5"]
+        assert client.search(None, "FLAGGED SUBJECT", '"Message 1"')[1] == [b"2"]
+        assert client.uid("SEARCH", "SUBJECT", '"Message 4"')[1] == [b"5"]
+        typ, data = client.copy("1", "Archive")  # imaplib returns the tagged text of COPY
+        assert typ == "OK" and re.search(rb"\[COPYUID \d+ 1 1\]", data[0])
+        typ, data = client.uid("MOVE", "2", "Trash")
+        assert typ == "OK"
+        assert client.select("INBOX")[1] == [b"4"]
+        client.store("1", "+FLAGS", "\\Deleted")
+        typ, data = client.expunge()
+        assert typ == "OK" and data == [b"1"]
+        typ, data = client.status("Trash", "(MESSAGES UNSEEN UIDNEXT)")
+        assert typ == "OK" and b"MESSAGES 1" in data[0]
+        client.logout()
+
+    await asyncio.to_thread(run)
+
+
+async def test_mailbox_management_and_special_use(server):
+    alice = await server.add_account("alice")
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        typ, data = client.list()
+        lines = b"\n".join(data)
+        assert typ == "OK" and b'(\\HasNoChildren \\Sent) "/" Sent' in lines
+        assert client.create("Patients/Dupont")[0] == "OK"
+        assert client.create("Patients/Dupont")[0] == "NO"
+        assert client.rename("Patients", "Dossiers")[0] == "OK"
+        names = b"\n".join(client.list()[1])
+        assert b"Dossiers/Dupont" in names and b"Patients" not in names
+        assert client.delete("Dossiers/Dupont")[0] == "OK"
+        assert client.delete("INBOX")[0] == "NO"
+        assert client.create("Caf&AOk-")[0] == "OK"  # modified UTF-7 (RFC 3501 §5.1.3): "Café"
+        assert b"Caf&AOk-" in b"\n".join(client.list()[1])
+        client.logout()
+
+    await asyncio.to_thread(run)
+    store = server.runtime.store
+    async with server.runtime.db.read() as session:
+        account = await store.account_by_address(session, alice)
+        names = [b.name for b in await MailboxStore(store.blobs).list_mailboxes(session, account.id)]
+    assert "Café" in names and "Dossiers" in names
+
+
+async def test_append_is_encrypted_and_readable(server):
+    alice = await server.add_account("alice")
+    message = b"From: alice@a.test\r\nSubject: Brouillon SECRET-APPEND\r\n\r\nNote SECRET-APPEND\r\n"
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        typ, data = client.append("Drafts", "(\\Draft)", imaplib.Time2Internaldate(time.time()), message)
+        assert typ == "OK" and re.search(rb"\[APPENDUID \d+ 1\]", data[0])
+        client.select("Drafts")
+        assert client.fetch("1", "(BODY.PEEK[])")[1][0][1] == message
+        client.logout()
+
+    await asyncio.to_thread(run)
+    [stored] = await server.stored(alice, "Drafts")
+    assert b"SECRET-APPEND" not in stored and pgpmime.is_encrypted(stored)
+
+
+async def test_expunge_in_one_session_shows_in_another(server):
+    alice = await server.add_account("alice")
+    for n in range(3):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"M{n}")
+    await server.wait_for_messages(alice, 3)
+
+    def run() -> None:
+        one, two = _imaps(server, alice), _imaps(server, alice)
+        one.select("INBOX")
+        two.select("INBOX")
+        one.store("2", "+FLAGS", "\\Deleted")
+        one.expunge()
+        typ, _ = two.noop()
+        assert typ == "OK"
+        assert two.untagged_responses.get("EXPUNGE") == [b"2"]
+        assert two.fetch("2", "(UID)")[1] == [b"2 (UID 3)"]
+        one.logout()
+        two.logout()
+
+    await asyncio.to_thread(run)
+
+
+def _raw_tls(inst) -> ssl.SSLSocket:  # type: ignore[no-untyped-def]
+    sock = socket.create_connection(("127.0.0.1", inst.settings.imaps_port), timeout=10)
+    return inst.client_tls().wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def _read_until(sock: ssl.SSLSocket, marker: bytes, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def test_idle_sees_new_mail_within_a_second(server):
+    alice = await server.add_account("alice")
+    sock = await asyncio.to_thread(_raw_tls, server)
+    try:
+        await asyncio.to_thread(_read_until, sock, b"\r\n")
+        sock.sendall(f"a LOGIN {alice} {{{len(PASSWORD)}+}}\r\n{PASSWORD}\r\n".encode())
+        assert b"a OK" in await asyncio.to_thread(_read_until, sock, b"a OK")
+        sock.sendall(b"b SELECT INBOX\r\nc IDLE\r\n")
+        assert b"+ idling" in await asyncio.to_thread(_read_until, sock, b"+ idling")
+        started = time.monotonic()
+        await asyncio.to_thread(_submit, server, alice, [alice], "Nouveau")
+        got = await asyncio.to_thread(_read_until, sock, b"EXISTS", 5.0)
+        assert b"* 1 EXISTS" in got and time.monotonic() - started < 2.0
+        sock.sendall(b"DONE\r\n")
+        assert b"c OK" in await asyncio.to_thread(_read_until, sock, b"c OK")
+    finally:
+        sock.close()
+
+
+async def test_bad_input_gets_bad_and_the_session_goes_on(server):
+    alice = await server.add_account("alice")
+    sock = await asyncio.to_thread(_raw_tls, server)
+    try:
+        await asyncio.to_thread(_read_until, sock, b"\r\n")
+        for line in [b"\x00\xff garbage", b"x1 FETCH", b"x2 NOSUCHCOMMAND", b"x3 LOGIN (((("]:
+            sock.sendall(line + b"\r\n")
+        got = await asyncio.to_thread(_read_until, sock, b"x3 BAD")
+        assert b"x1 BAD" in got and b"x2 BAD" in got and b"x3 BAD" in got
+        sock.sendall(b"x4 " + b"A" * 200_000 + b"\r\n")
+        assert b"BAD" in await asyncio.to_thread(_read_until, sock, b"BAD")
+        sock.sendall(f'x5 LOGIN {alice} "{PASSWORD}"\r\n'.encode())
+        assert b"x5 OK" in await asyncio.to_thread(_read_until, sock, b"x5 ")
+    finally:
+        sock.close()
+
+
+async def test_client_dropping_mid_literal_leaves_nothing(server):
+    alice = await server.add_account("alice")
+    sock = await asyncio.to_thread(_raw_tls, server)
+    try:
+        await asyncio.to_thread(_read_until, sock, b"\r\n")
+        sock.sendall(f'a LOGIN {alice} "{PASSWORD}"\r\n'.encode())
+        await asyncio.to_thread(_read_until, sock, b"a OK")
+        sock.sendall(b"b APPEND INBOX {1000}\r\n")
+        assert b"+ " in await asyncio.to_thread(_read_until, sock, b"+ ")
+        sock.sendall(b"From: x@y\r\nSubject: half")
+    finally:
+        sock.close()
+    await asyncio.sleep(0.3)
+    assert await server.stored(alice) == []
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        assert client.select("INBOX")[1] == [b"0"]
+        client.logout()
+
+    await asyncio.to_thread(run)
