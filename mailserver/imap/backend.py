@@ -116,10 +116,11 @@ class AccountBackend:
         async with self.deps.db.read() as session:
             return await self.deps.mailboxes.changes(session, mailbox_id, since_modseq, known_uidnext)
 
-    async def metas(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[MessageMeta]:
+    async def metas(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[MessageMeta]]:
+        """Metadata in batches (a few thousand at a time, never the whole mailbox)."""
         async with self.deps.db.read() as session:
-            async for meta in self.deps.mailboxes.metas(session, mailbox_id, uids):
-                yield meta
+            async for batch in self.deps.mailboxes.metas(session, mailbox_id, uids):
+                yield batch
 
     async def content(self, meta: MessageMeta, mailbox_id: int) -> bytes:
         """The message as its owner reads it (decrypted in memory); a small per-session cache."""

@@ -66,8 +66,8 @@ class Connection:
 
     async def send(self, *chunks: bytes) -> None:
         try:
-            for chunk in chunks:
-                self.writer.write(chunk)
+            # One write: every write() is a TLS record of its own, and a syscall.
+            self.writer.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             await self.writer.drain()
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             raise ConnectionClosed() from exc

@@ -608,19 +608,20 @@ class Session:
             self._own_updates.update((m.uid, m.modseq) for m in changed)
         content = needs_content(items)
         read: list[int] = []
-        async for meta in account.metas(view.mailbox_id, uids):
-            if command.changedsince is not None and meta.modseq <= command.changedsince:
-                continue
-            seq = view.seq_of(meta.uid)
-            if seq is None:
-                continue
-            wanted = items
-            if meta.uid in seen_changed and not any(i.name == "FLAGS" for i in items):
-                wanted = (*items, p.FetchAttribute("FLAGS"))
-            data = await account.content(meta, view.mailbox_id) if content else None
-            if data is not None:
-                read.append(meta.uid)
-            await self._emit(render_fetch(seq, meta, wanted, data))
+        async for batch in account.metas(view.mailbox_id, uids):
+            for meta in batch:
+                if command.changedsince is not None and meta.modseq <= command.changedsince:
+                    continue
+                seq = view.seq_of(meta.uid)
+                if seq is None:
+                    continue
+                wanted = items
+                if meta.uid in seen_changed and not any(i.name == "FLAGS" for i in items):
+                    wanted = (*items, p.FetchAttribute("FLAGS"))
+                data = await account.content(meta, view.mailbox_id) if content else None
+                if data is not None:
+                    read.append(meta.uid)
+                await self._emit(render_fetch(seq, meta, wanted, data))
         await account.record_read(view.info.name, read)
         await self._done(command, allow_expunge=command.uid)
 
@@ -698,19 +699,20 @@ class Session:
         found: list[int] = []
         highest = 0
         read: list[int] = []
-        async for meta in account.metas(view.mailbox_id, list(view.uids)):
-            seq = view.seq_of(meta.uid)
-            if seq is None:
-                continue
-            data = await account.content(meta, view.mailbox_id) if compiled.needs_message else None
-            if data is not None:
-                read.append(meta.uid)
-            target = SearchMessage(
-                seq, meta.uid, set(meta.flags), meta.internal_date, meta.size, meta.modseq, _loader(data)
-            )
-            if compiled.matches(target, context):
-                found.append(meta.uid if command.uid else seq)
-                highest = max(highest, meta.modseq)
+        async for batch in account.metas(view.mailbox_id, list(view.uids)):
+            for meta in batch:
+                seq = view.seq_of(meta.uid)
+                if seq is None:
+                    continue
+                data = await account.content(meta, view.mailbox_id) if compiled.needs_message else None
+                if data is not None:
+                    read.append(meta.uid)
+                target = SearchMessage(
+                    seq, meta.uid, set(meta.flags), meta.internal_date, meta.size, meta.modseq, _loader(data)
+                )
+                if compiled.matches(target, context):
+                    found.append(meta.uid if command.uid else seq)
+                    highest = max(highest, meta.modseq)
         await account.record_read(view.info.name, read)
         if command.returns is not None:
             await self._emit(_esearch(command, found))
