@@ -207,7 +207,9 @@ class Delivery:
                     (targets.sent[message.sender_account_id], message.sender_account_id, None, ("\\Seen",))
                 )
             copies = self.at_rest.copies(
-                content, {account: targets.keys.get(account) for _, account, _, _ in boxes}
+                content,
+                {account: targets.keys.get(account) for _, account, _, _ in boxes},
+                sender=message.sender_account_id,
             )
             stored_at: dict[int, int] = {}
             for box, account_id, address, flags in boxes:

@@ -51,21 +51,50 @@ class AtRest:
             self._certs.move_to_end(key.fingerprint)
         return cert
 
-    def copies(self, content: bytes, owners: dict[int, OwnerKey | None]) -> dict[int, Copy]:
-        """One stored copy per owner account id (copies for the same owner are shared)."""
+    def copies(
+        self, content: bytes, owners: dict[int, OwnerKey | None], *, sender: int | None = None
+    ) -> dict[int, Copy]:
+        """One stored copy per owner account id (copies for the same key are shared).
+
+        The sender's Sent copy and the first recipient's copy are one ciphertext encrypted to
+        both keys (when both keys are of the same kind): each of the two may read that message
+        anyway, and the key id it reveals to each is the other party's, whom they know. Other
+        recipients get a copy of their own, so that no one learns who else (Bcc) received it.
+        """
         if not self.enabled or is_encrypted(content):
             same = Copy(content, len(content), False)
             return dict.fromkeys(owners, same)
-        result: dict[int, Copy] = {}
-        by_key: dict[str, Copy] = {}
         for account_id, key in owners.items():
             if key is None:
                 raise NoKey(f"account {account_id} has no key to encrypt to")
-            copy = by_key.get(key.fingerprint)
-            if copy is None:
-                server_held = key.mode == "server"
-                body = encrypt_message(content, [self._cert(key)], mark_protected=not server_held)
-                copy = Copy(body, len(content) if server_held else len(body), server_held)
-                by_key[key.fingerprint] = copy
-            result[account_id] = copy
-        return result
+        keys = {account_id: key for account_id, key in owners.items() if key is not None}
+        groups: list[list[OwnerKey]] = []
+        group_of: dict[str, int] = {}  # fingerprint -> index in groups
+        sender_key = keys.get(sender) if sender is not None else None
+        for account_id, key in keys.items():
+            if key.fingerprint in group_of:
+                continue
+            if (
+                sender_key is not None
+                and account_id != sender
+                and sender_key.fingerprint not in group_of
+                and key.mode == sender_key.mode
+            ):
+                group_of[key.fingerprint] = group_of[sender_key.fingerprint] = len(groups)
+                groups.append([key, sender_key])
+                continue
+            if account_id == sender and key.fingerprint not in group_of:
+                # Wait: the sender pairs with the first recipient, if there is one.
+                if any(k.mode == key.mode and a != sender for a, k in keys.items()):
+                    continue
+            group_of[key.fingerprint] = len(groups)
+            groups.append([key])
+        if sender_key is not None and sender_key.fingerprint not in group_of:
+            group_of[sender_key.fingerprint] = len(groups)
+            groups.append([sender_key])
+        made: list[Copy] = []
+        for group in groups:
+            server_held = group[0].mode == "server"
+            body = encrypt_message(content, [self._cert(k) for k in group], mark_protected=not server_held)
+            made.append(Copy(body, len(content) if server_held else len(body), server_held))
+        return {account_id: made[group_of[key.fingerprint]] for account_id, key in keys.items()}

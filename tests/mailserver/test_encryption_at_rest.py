@@ -39,23 +39,29 @@ def _plain(sender: str, recipient: str) -> bytes:
 async def test_local_copies_are_encrypted_to_each_owner(server):
     alice = await server.add_account("alice")
     bob = await server.add_account("bob")
+    carol = await server.add_account("carol")
     message = _plain(alice, bob)
-    await asyncio.to_thread(_send, server, alice, [bob], message)
+    await asyncio.to_thread(_send, server, alice, [bob, carol], message)
     [inbox] = await server.wait_for_messages(bob, 1)
     [stored] = await server.stored(bob)
     [sent_stored] = await server.stored(alice, "Sent")
-    for copy in (stored, sent_stored):
+    [carol_stored] = await server.stored(carol)
+    for copy in (stored, sent_stored, carol_stored):
         assert MARKER not in copy and pgpmime.is_encrypted(copy)
         assert b"\r\nSubject: ...\r\n" in copy and b"\r\nTo: " + bob.encode() in copy
-    assert stored != sent_stored  # one copy per owner, each to its own key
+    # The Sent copy and the first recipient's are one ciphertext to both keys; the other
+    # recipient's is to its key alone (it must not learn who else got the message).
+    assert stored == sent_stored and carol_stored != stored
     # Read back: exactly what was submitted, after our trace and Autocrypt fields.
     assert inbox.endswith(message) and inbox.startswith(b"Received: ")
     [sent] = await server.messages(alice, "Sent")
-    assert sent == inbox
-    # bob's keys do not open alice's copy.
-    bob_reader = await server.reader(bob)
+    assert sent == inbox and await server.messages(carol) == [inbox]
+    carol_keys = (await server.reader(carol))._chain.secrets
     with pytest.raises(pgpmime.PgpMimeError):
-        pgpmime.decrypt_message(sent_stored, bob_reader._chain.secrets)
+        pgpmime.decrypt_message(stored, carol_keys)
+    bob_keys = (await server.reader(bob))._chain.secrets
+    with pytest.raises(pgpmime.PgpMimeError):
+        pgpmime.decrypt_message(carol_stored, bob_keys)
     # The size recorded is the size the owner is served.
     store = server.runtime.store
     async with server.runtime.db.read() as session:
