@@ -523,15 +523,15 @@ class Session:
 
     async def _idle(self, command: p.Idle) -> None:
         """RFC 2177: untagged updates as they happen, until the client sends DONE."""
-        account = self._backend()
-        await self._sync(allow_expunge=True)
-        await self._emit(b"+ idling\r\n")
-        await self._flush()
         events = self.deps.imap.events
         with contextlib.ExitStack() as stack:
+            # Subscribed before the first look, so that nothing delivered in between is missed.
             changed = (
                 stack.enter_context(events.subscribe(self.view.mailbox_id)) if self.view else asyncio.Event()
             )
+            await self._sync(allow_expunge=True)
+            await self._emit(b"+ idling\r\n")
+            await self._flush()
             self.conn.framer.raw_lines = True
             reading = asyncio.ensure_future(self.conn.next_event(timeout=self.config.idle_command_timeout))
             try:
@@ -559,7 +559,6 @@ class Session:
         if line != b"DONE":
             await self._tagged(command.tag, "BAD", "Expected DONE")
             return
-        del account
         await self._done(command, "IDLE terminated")
 
     # Selected ---------------------------------------------------------------------------------
