@@ -264,6 +264,7 @@ def cmd_serve(settings: Settings) -> int:
         f"OpenMSS for {', '.join(s.domains)} on {s.listen_host}:\n"
         f"  submission  STARTTLS  port {s.submission_port}   implicit TLS port {s.submissions_port}\n"
         f"  relay (other operators, mutual TLS)  port {s.smtp_port}\n"
+        f"  IMAP  STARTTLS  port {s.imap_port}   implicit TLS port {s.imaps_port}\n"
         f"  HTTP{'S' if s.http_tls else ''}  http{'s' if s.http_tls else ''}://{s.listen_host}:{s.http_port}/healthz"
         "  /metrics  /api/docs  /.well-known/openpgpkey/…\n"
         f"  TLS certificates in {s.tls_cert or s.tls_dir} (trust {s.tls_dir / 'ca.pem'} in your client)",
