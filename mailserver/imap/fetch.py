@@ -24,7 +24,6 @@ def sets_seen(items: Sequence[FetchAttribute]) -> bool:
 
 
 def render_item(item: FetchAttribute, meta: MessageMeta, tree: MimePart | None) -> bytes:
-    name = item.response_name().encode("ascii")
     if item.name == "UID":
         return b"UID %d" % meta.uid
     if item.name == "FLAGS":
@@ -53,7 +52,7 @@ def render_item(item: FetchAttribute, meta: MessageMeta, tree: MimePart | None) 
     assert section is not None
     origin, count = item.partial if item.partial else (None, None)
     data = section_bytes(source, tree, section.part, section.text, section.fields, origin=origin, count=count)
-    return name + b" " + wire.literal(data)
+    return item.response_name().encode("ascii") + b" " + wire.literal(data)
 
 
 def render_fetch(
