@@ -2,10 +2,11 @@
 # Installs the Debian packages the test suite drives as real clients, when missing.
 # Without root (or without apt) it says what is missing; the tests that need it then skip.
 set -u
-wanted=(swaks)
+# Debian package -> the command it provides (isync ships mbsync).
+declare -A wanted=([swaks]=swaks [isync]=mbsync [mutt]=mutt [curl]=curl)
 missing=()
-for tool in "${wanted[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for package in swaks isync mutt curl; do
+  command -v "${wanted[$package]}" >/dev/null 2>&1 || missing+=("$package")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -45,6 +45,8 @@ class ImapDeps:
 class AccountBackend:
     """One logged-in account's view of the store."""
 
+    READ_AUDIT_DELAY = 1.0
+
     def __init__(
         self, deps: ImapDeps, account_id: int, address: str, reader: MessageReader, peer: str
     ) -> None:
@@ -54,6 +56,8 @@ class AccountBackend:
         self.reader = reader
         self.peer = peer
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # decrypted, in memory only
+        self._reads: dict[str, set[int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     async def _write(self, work: Callable[[Session], T], *, changed: Iterable[int] = ()) -> T:
         result: T = await self.deps.committer.run(work)
@@ -147,11 +151,35 @@ class AccountBackend:
         return data
 
     async def record_read(self, mailbox: str, uids: Sequence[int]) -> None:
-        """Every read of message content leaves a trace (one event per command)."""
-        if uids:
-            await self.deps.committer.run(
-                lambda s: self._audit(s, "imap.message.read", f"{self.address}/{mailbox}", uids=_ranges(uids))
-            )
+        """Every read of message content leaves a trace in the audit trail. Reads are gathered
+        and written within a second (one event per mailbox and second, with the UIDs), and
+        always before the session ends: a client fetching one message per command (mbsync)
+        must not wait for a durable commit per message."""
+        if not uids:
+            return
+        self._reads.setdefault(mailbox, set()).update(uids)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_reads_later())
+
+    async def _flush_reads_later(self) -> None:
+        await asyncio.sleep(self.READ_AUDIT_DELAY)
+        await self.flush_reads()
+
+    async def flush_reads(self) -> None:
+        pending, self._reads = self._reads, {}
+        for mailbox, uids in pending.items():
+            target, read = f"{self.address}/{mailbox}", _ranges(sorted(uids))
+
+            def work(session: Session, target: str = target, read: str = read) -> None:
+                self._audit(session, "imap.message.read", target, uids=read)
+
+            await self.deps.committer.run(work)
+
+    async def close(self) -> None:
+        """The session ends: what was read is in the audit trail before we let go."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        await self.flush_reads()
 
     # Writes -----------------------------------------------------------------------------------
 

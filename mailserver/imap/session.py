@@ -108,6 +108,14 @@ class Session:
 
     async def run(self) -> None:
         try:
+            await self._run()
+        finally:
+            if self.account is not None:
+                with contextlib.suppress(Exception):
+                    await self.account.close()
+
+    async def _run(self) -> None:
+        try:
             await self._emit(
                 f"* OK [CAPABILITY {' '.join(self.capabilities())}] OpenMSS IMAP ready\r\n".encode()
             )

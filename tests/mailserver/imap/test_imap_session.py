@@ -14,6 +14,7 @@ import pytest
 
 from mailserver.message import pgpmime
 from mailserver.store.mailboxes import MailboxStore
+from openmss.audit import events_for
 
 PASSWORD = "correct horse battery"
 
@@ -108,6 +109,14 @@ async def test_read_a_delivered_message(server):
         client.logout()
 
     await asyncio.to_thread(run)
+    # Every read left a trace in the audit trail (written at the latest when the session ends).
+    await asyncio.sleep(0.3)
+    async with server.runtime.db.read() as session:
+        events = await events_for(session, actor=bob)
+    actions = [(e.action, e.target) for e in events]
+    assert ("imap.mailbox.select", f"{bob}/INBOX") in actions
+    assert ("imap.message.read", f"{bob}/INBOX") in actions
+    assert all(e.peer == "127.0.0.1" for e in events if e.action.startswith("imap."))
 
 
 async def test_flags_search_copy_move_expunge(server):
