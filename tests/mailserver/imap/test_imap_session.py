@@ -287,3 +287,37 @@ async def test_client_dropping_mid_literal_leaves_nothing(server):
         client.logout()
 
     await asyncio.to_thread(run)
+
+
+async def test_no_expunge_during_fetch_store_or_search(server):
+    """RFC 3501 §7.4.1: another session's expunge is told at NOOP, not in the middle of a
+    FETCH, STORE or SEARCH (sequence numbers must not move under the client)."""
+    alice = await server.add_account("alice")
+    for n in range(3):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"M{n}")
+    await server.wait_for_messages(alice, 3)
+
+    def run() -> None:
+        one, two = _imaps(server, alice), _imaps(server, alice)
+        one.select("INBOX")
+        two.select("INBOX")
+        one.store("1", "+FLAGS", "\\Deleted")
+        one.expunge()
+        for command in (
+            lambda: two.fetch("1:3", "(FLAGS)"),
+            lambda: two.store("3", "+FLAGS", "\\Flagged"),
+            lambda: two.search(None, "ALL"),
+        ):
+            two.untagged_responses.pop("EXPUNGE", None)
+            typ, _ = command()
+            assert typ == "OK" and "EXPUNGE" not in two.untagged_responses
+        # The numbers did not move: the two remaining messages are still 2 and 3 (the expunged
+        # one is left out of results, as RFC 2180 §4.1.3 allows).
+        assert two.search(None, "ALL")[1] == [b"2 3"]
+        two.noop()
+        assert two.untagged_responses.get("EXPUNGE") == [b"1"]
+        assert two.search(None, "ALL")[1] == [b"1 2"]
+        one.logout()
+        two.logout()
+
+    await asyncio.to_thread(run)
