@@ -7,6 +7,7 @@ the suite on PostgreSQL; each test gets freshly emptied databases.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,3 +45,18 @@ def swaks() -> Iterator[str]:
     if path is None:
         pytest.skip("swaks is not installed (make test installs it when run as root)")
     yield path
+
+
+@pytest.fixture(autouse=True)
+def _stop_gpg_agents(tmp_path: Path) -> Iterator[None]:
+    """GnuPG starts an agent per home directory; stop those the test made (tests/support/gnupg.py
+    puts them under tmp_path)."""
+    yield
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf is None:
+        return
+    for home in tmp_path.rglob("gnupg*"):
+        if home.is_dir() and (home / "pubring.kbx").exists():
+            subprocess.run(
+                [gpgconf, "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=10
+            )
