@@ -423,7 +423,7 @@ async def delivery_bench(args: argparse.Namespace, workdir: Path) -> bool:
     )
     print(
         f"  server CPU per message: on {on_cpu:.2f} ms, off {off_cpu:.2f} ms "
-        f"(encryption adds {on_cpu - off_cpu:.2f} ms, two copies per message)"
+        f"(encryption adds {on_cpu - off_cpu:.2f} ms, INBOX and Sent copies)"
     )
     on_worker = median([run.worker_cpu for run in on])
     off_worker = median([run.worker_cpu for run in off])
@@ -431,7 +431,7 @@ async def delivery_bench(args: argparse.Namespace, workdir: Path) -> bool:
     on_kb = median([run.stored_kb_per_message for run in on])
     off_kb = median([run.stored_kb_per_message for run in off])
     print(
-        f"  stored per message: on {on_kb:.1f} kB (two encrypted bodies), "
+        f"  stored per message: on {on_kb:.1f} kB (INBOX and Sent share one body encrypted to both keys), "
         f"off {off_kb:.1f} kB (one shared body)"
     )
     failed = [run for run in runs if not run.ok]
