@@ -121,19 +121,23 @@ class AccountBackend:
             return await self.deps.mailboxes.changes(session, mailbox_id, since_modseq, known_uidnext)
 
     async def metas(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[MessageMeta]]:
-        """Metadata in batches (a few thousand at a time, never the whole mailbox)."""
-        async with self.deps.db.read() as session:
-            async for batch in self.deps.mailboxes.metas(session, mailbox_id, uids):
-                yield batch
+        """Metadata in batches (a few thousand at a time, never the whole mailbox). Each batch
+        is read in a session of its own, closed before the batch is handed out: whatever the
+        caller reads meanwhile never holds two pooled connections at once."""
+        for chunk in MailboxStore.batches(uids):
+            async with self.deps.db.read() as session:
+                batch = await self.deps.mailboxes.metas_batch(session, mailbox_id, chunk)
+            yield batch
 
-    async def content(self, meta: MessageMeta, mailbox_id: int) -> bytes:
-        """The message as its owner reads it (decrypted in memory); a small per-session cache."""
-        key = (mailbox_id, meta.uid)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        stored = StoredMessage(
+    async def flags(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[tuple[int, str, int]]]:
+        """(UID, flags, mod-sequence) in batches: FETCH (FLAGS) and flag searches need no more."""
+        for chunk in MailboxStore.batches(uids):
+            async with self.deps.db.read() as session:
+                batch = await self.deps.mailboxes.flags_batch(session, mailbox_id, chunk)
+            yield batch
+
+    def _stored(self, meta: MessageMeta, mailbox_id: int) -> StoredMessage:
+        return StoredMessage(
             meta.id,
             mailbox_id,
             meta.uid,
@@ -143,12 +147,43 @@ class AccountBackend:
             meta.flags,
             meta.decrypt_on_read,
         )
+
+    async def content(self, meta: MessageMeta, mailbox_id: int) -> bytes:
+        """The message as its owner reads it (decrypted in memory); a small per-session cache."""
+        return (await self.contents([meta], mailbox_id))[meta.uid]
+
+    async def contents(self, metas: Sequence[MessageMeta], mailbox_id: int) -> dict[int, bytes]:
+        """Several messages as their owner reads them: small bodies in one query, decrypted
+        off the event loop. {UID: message}."""
+        found: dict[int, bytes] = {}
+        missing: list[MessageMeta] = []
+        for meta in metas:
+            cached = self._cache.get((mailbox_id, meta.uid))
+            if cached is not None:
+                found[meta.uid] = cached
+            else:
+                missing.append(meta)
+        if not missing:
+            return found
         async with self.deps.db.read() as session:
-            data = await self.reader.read(session, stored)
-        self._cache[key] = data
+            stored = await self.deps.mailboxes.bodies(session, [m.blob_id for m in missing])
+            for meta in missing:
+                if meta.blob_id not in stored:  # a large body: chunk by chunk
+                    stored[meta.blob_id] = await self.deps.mailboxes.body(session, meta)
+
+        def open_all() -> dict[int, bytes]:
+            return {m.uid: self.reader.open(self._stored(m, mailbox_id), stored[m.blob_id]) for m in missing}
+
+        opened = (
+            await asyncio.to_thread(open_all) if len(missing) > 1 or missing[0].size > 1 << 16 else open_all()
+        )
+        for uid, data in opened.items():
+            self._cache[(mailbox_id, uid)] = data
+            self._cache.move_to_end((mailbox_id, uid))
         while len(self._cache) > 8 or sum(len(v) for v in self._cache.values()) > 64 << 20:
             self._cache.popitem(last=False)
-        return data
+        found.update(opened)
+        return found
 
     async def record_read(self, mailbox: str, uids: Sequence[int]) -> None:
         """Every read of message content leaves a trace in the audit trail. Reads are gathered

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailserver.imap import parser as p
+from mailserver.imap import searchkeys as sk
 from mailserver.imap import wire
 from mailserver.imap.backend import AccountBackend, ImapDeps
 from mailserver.imap.connection import Connection, ConnectionClosed
@@ -606,29 +607,53 @@ class Session:
             await self._tagged(command.tag, "BAD", "Invalid sequence number")
             return
         items = command.effective_items
-        if self.condstore and any(i.name == "MODSEQ" for i in items):
-            pass
         seen_changed: set[int] = set()
         if sets_seen(items) and not view.readonly and uids:
             changed, _ = await account.store_flags(view.mailbox_id, uids, "+", ["\\Seen"], None)
             seen_changed = {m.uid for m in changed}
             self._own_updates.update((m.uid, m.modseq) for m in changed)
+        names = [item.name for item in items]
+        if set(names) <= _LIGHT_FETCH:
+            # UID, FLAGS, MODSEQ only (a client's flag resync): no full metadata, no body.
+            flag_lists: dict[str, bytes] = {}
+            async for light in account.flags(view.mailbox_id, uids):
+                for uid, flags, modseq in light:
+                    if command.changedsince is not None and modseq <= command.changedsince:
+                        continue
+                    seq = view.seq_of(uid)
+                    if seq is None:
+                        continue
+                    rendered = flag_lists.get(flags)
+                    if rendered is None:
+                        rendered = flag_lists[flags] = wire.flag_list(flags.split())
+                    parts = [
+                        b"UID %d" % uid if name == "UID" else b"MODSEQ (%d)" % modseq if name == "MODSEQ"
+                        else b"FLAGS " + rendered
+                        for name in names
+                    ]  # fmt: skip
+                    await self._emit(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
+            await self._done(command, allow_expunge=command.uid)
+            return
         content = needs_content(items)
         read: list[int] = []
         async for batch in account.metas(view.mailbox_id, uids):
-            for meta in batch:
-                if command.changedsince is not None and meta.modseq <= command.changedsince:
-                    continue
-                seq = view.seq_of(meta.uid)
-                if seq is None:
-                    continue
-                wanted = items
-                if meta.uid in seen_changed and not any(i.name == "FLAGS" for i in items):
-                    wanted = (*items, p.FetchAttribute("FLAGS"))
-                data = await account.content(meta, view.mailbox_id) if content else None
-                if data is not None:
-                    read.append(meta.uid)
-                await self._emit(render_fetch(seq, meta, wanted, data))
+            if command.changedsince is not None:
+                batch = [m for m in batch if m.modseq > command.changedsince]
+            # Bodies a few at a time: decrypted together, off the event loop.
+            for start in range(0, len(batch), _CONTENT_BATCH if content else len(batch) or 1):
+                group = batch[start : start + (_CONTENT_BATCH if content else len(batch))]
+                bodies = await account.contents(group, view.mailbox_id) if content else {}
+                for meta in group:
+                    seq = view.seq_of(meta.uid)
+                    if seq is None:
+                        continue
+                    wanted = items
+                    if meta.uid in seen_changed and "FLAGS" not in names:
+                        wanted = (*items, p.FetchAttribute("FLAGS"))
+                    data = bodies.get(meta.uid)
+                    if data is not None:
+                        read.append(meta.uid)
+                    await self._emit(render_fetch(seq, meta, wanted, data))
         await account.record_read(view.info.name, read)
         await self._done(command, allow_expunge=command.uid)
 
@@ -706,20 +731,41 @@ class Session:
         found: list[int] = []
         highest = 0
         read: list[int] = []
-        async for batch in account.metas(view.mailbox_id, list(view.uids)):
-            for meta in batch:
-                seq = view.seq_of(meta.uid)
-                if seq is None:
-                    continue
-                data = await account.content(meta, view.mailbox_id) if compiled.needs_message else None
-                if data is not None:
-                    read.append(meta.uid)
-                target = SearchMessage(
-                    seq, meta.uid, set(meta.flags), meta.internal_date, meta.size, meta.modseq, _loader(data)
-                )
-                if compiled.matches(target, context):
-                    found.append(meta.uid if command.uid else seq)
-                    highest = max(highest, meta.modseq)
+        if _flags_only(command.key):
+            # Flags, numbers and mod-sequences only: no dates, sizes or bodies to read.
+            async for light in account.flags(view.mailbox_id, list(view.uids)):
+                for uid, flags, modseq in light:
+                    seq = view.seq_of(uid)
+                    if seq is None:
+                        continue
+                    target = SearchMessage(seq, uid, set(flags.split()), _EPOCH, 0, modseq, _loader(None))
+                    if compiled.matches(target, context):
+                        found.append(uid if command.uid else seq)
+                        highest = max(highest, modseq)
+        else:
+            async for batch in account.metas(view.mailbox_id, list(view.uids)):
+                for start in range(0, len(batch), _CONTENT_BATCH):
+                    group = batch[start : start + _CONTENT_BATCH]
+                    bodies = await account.contents(group, view.mailbox_id) if compiled.needs_message else {}
+                    for meta in group:
+                        seq = view.seq_of(meta.uid)
+                        if seq is None:
+                            continue
+                        data = bodies.get(meta.uid)
+                        if data is not None:
+                            read.append(meta.uid)
+                        target = SearchMessage(
+                            seq,
+                            meta.uid,
+                            set(meta.flags),
+                            meta.internal_date,
+                            meta.size,
+                            meta.modseq,
+                            _loader(data),
+                        )
+                        if compiled.matches(target, context):
+                            found.append(meta.uid if command.uid else seq)
+                            highest = max(highest, meta.modseq)
         await account.record_read(view.info.name, read)
         if command.returns is not None:
             await self._emit(_esearch(command, found))
@@ -729,6 +775,41 @@ class Session:
                 line += b" (MODSEQ %d)" % highest
             await self._emit(line + b"\r\n")
         await self._done(command, allow_expunge=command.uid)
+
+
+_LIGHT_FETCH = frozenset({"UID", "FLAGS", "MODSEQ"})
+_CONTENT_BATCH = 50  # messages whose bodies are read and decrypted together
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FLAG_KEYS = (
+    sk.All,
+    sk.And,
+    sk.Or,
+    sk.Not,
+    sk.SequenceKey,
+    sk.UidKey,
+    sk.Flag,
+    sk.Keyword,
+    sk.New,
+    sk.Old,
+    sk.Recent,
+    sk.ModSeq,
+)
+
+
+def _flags_only(key: sk.SearchKey) -> bool:
+    """Whether a search looks at nothing but flags, numbers and mod-sequences."""
+    stack: list[sk.SearchKey] = [key]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, _FLAG_KEYS):
+            return False
+        if isinstance(node, sk.And):
+            stack.extend(node.keys)
+        elif isinstance(node, sk.Or):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, sk.Not):
+            stack.append(node.key)
+    return True
 
 
 def _loader(data: bytes | None) -> Callable[[], bytes]:

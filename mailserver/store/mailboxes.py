@@ -12,7 +12,7 @@ read one message at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailserver.store.blobs import BlobStore
 from mailserver.store.mailstore import new_uidvalidity
 from mailserver.store.notify import notify_changed
-from mailserver.store.tables import ExpungedMessage, Mailbox, Message
+from mailserver.store.tables import Blob, BlobChunk, ExpungedMessage, Mailbox, Message
 from openmss.db.base import table, utcnow
 
 SEPARATOR = "/"
@@ -182,22 +182,54 @@ class MailboxStore:
         )
         return int(uid) if uid is not None else None
 
-    async def metas(
-        self, session: AsyncSession, mailbox_id: int, uids: Sequence[int]
-    ) -> AsyncIterator[list[MessageMeta]]:
-        """Metadata of the given UIDs (ascending), in batches of up to 2,000 read by UID range:
-        a 100,000-message mailbox is never in memory at once."""
+    @staticmethod
+    def batches(uids: Sequence[int]) -> list[list[int]]:
+        """The UIDs (ascending) cut into batches of up to 2,000, each read with one query."""
         ordered = sorted(uids)
-        for start in range(0, len(ordered), _BATCH):
-            chunk = ordered[start : start + _BATCH]
-            contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
-            wanted = None if contiguous else set(chunk)
-            rows = await session.execute(
-                select(*_META_COLUMNS)
-                .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
-                .order_by(Message.uid)
-            )
-            yield [_meta_row(row) for row in rows if wanted is None or row[1] in wanted]
+        return [ordered[start : start + _BATCH] for start in range(0, len(ordered), _BATCH)]
+
+    async def metas_batch(
+        self, session: AsyncSession, mailbox_id: int, chunk: Sequence[int]
+    ) -> list[MessageMeta]:
+        """Metadata of one batch of UIDs (ascending), read by UID range."""
+        if not chunk:
+            return []
+        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+        wanted = None if contiguous else set(chunk)
+        rows = await session.execute(
+            select(*_META_COLUMNS)
+            .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
+            .order_by(Message.uid)
+        )
+        return [_meta_row(row) for row in rows if wanted is None or row[1] in wanted]
+
+    async def flags_batch(
+        self, session: AsyncSession, mailbox_id: int, chunk: Sequence[int]
+    ) -> list[tuple[int, str, int]]:
+        """(UID, flags as stored, mod-sequence) of one batch: what FETCH (FLAGS) and flag-only
+        searches need, without building full metadata."""
+        if not chunk:
+            return []
+        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
+        wanted = None if contiguous else set(chunk)
+        rows = await session.execute(
+            select(Message.uid, Message.flags, Message.modseq)
+            .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
+            .order_by(Message.uid)
+        )
+        return [(uid, flags, modseq) for uid, flags, modseq in rows if wanted is None or uid in wanted]
+
+    async def bodies(self, session: AsyncSession, blob_ids: Sequence[int]) -> dict[int, bytes]:
+        """Several small bodies in one query (a batch of messages to search); bodies of more
+        than one chunk are left out: read them with ``body``."""
+        if not blob_ids:
+            return {}
+        rows = await session.execute(
+            select(Blob.id, BlobChunk.data)
+            .join(BlobChunk, BlobChunk.blob_id == Blob.id)
+            .where(Blob.id.in_(sorted(set(blob_ids))), Blob.chunk_count == 1)
+        )
+        return {int(blob_id): bytes(data) for blob_id, data in rows}
 
     async def meta(self, session: AsyncSession, mailbox_id: int, uid: int) -> MessageMeta | None:
         row = (

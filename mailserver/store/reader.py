@@ -30,7 +30,10 @@ class MessageReader:
         return self._chain.account_id
 
     async def read(self, session: AsyncSession, message: StoredMessage) -> bytes:
-        stored = await self._store.read(session, message)
+        return self.open(message, await self._store.read(session, message))
+
+    def open(self, message: StoredMessage, stored: bytes) -> bytes:
+        """What the owner reads of ``stored``, the bytes the store holds for ``message``."""
         if not message.decrypt_on_read:
             return stored  # kept as it came (already end-to-end encrypted), or an own-key copy
         try:
