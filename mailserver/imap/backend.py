@@ -57,6 +57,7 @@ class AccountBackend:
         self.peer = peer
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # decrypted, in memory only
         self._reads: dict[str, set[int]] = {}
+        self._selects: list[str] = []  # mailboxes opened, not yet in the audit trail
         self._flusher: asyncio.Task[None] | None = None
 
     async def _write(self, work: Callable[[Session], T], *, changed: Iterable[int] = ()) -> T:
@@ -111,9 +112,8 @@ class AccountBackend:
             uids = await self.deps.mailboxes.uids(session, box.id)
             unseen_uid = await self.deps.mailboxes.first_unseen_uid(session, box.id)
             _, unseen = await self.deps.mailboxes.counts(session, box.id)
-        await self.deps.committer.run(
-            lambda s: self._audit(s, "imap.mailbox.select", f"{self.address}/{info.name}")
-        )
+        self._selects.append(info.name)
+        self._schedule_flush()
         return info, uids, unseen_uid, unseen
 
     async def changes(self, mailbox_id: int, since_modseq: int, known_uidnext: int) -> Changes:
@@ -186,13 +186,17 @@ class AccountBackend:
         return found
 
     async def record_read(self, mailbox: str, uids: Sequence[int]) -> None:
-        """Every read of message content leaves a trace in the audit trail. Reads are gathered
+        """Every read of message content (and every SELECT) leaves a trace in the audit trail.
+        They are gathered
         and written within a second (one event per mailbox and second, with the UIDs), and
         always before the session ends: a client fetching one message per command (mbsync)
         must not wait for a durable commit per message."""
         if not uids:
             return
         self._reads.setdefault(mailbox, set()).update(uids)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_reads_later())
 
@@ -201,7 +205,15 @@ class AccountBackend:
         await self.flush_reads()
 
     async def flush_reads(self) -> None:
+        selects, self._selects = self._selects, []
         pending, self._reads = self._reads, {}
+        if selects:
+
+            def opened(session: Session) -> None:
+                for name in selects:
+                    self._audit(session, "imap.mailbox.select", f"{self.address}/{name}")
+
+            await self.deps.committer.run(opened)
         for mailbox, uids in pending.items():
             target, read = f"{self.address}/{mailbox}", _ranges(sorted(uids))
 
