@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from mailserver.encryption import AtRest, OwnerKey
@@ -155,6 +156,31 @@ class AccountBackend:
     async def contents(self, metas: Sequence[MessageMeta], mailbox_id: int) -> dict[int, bytes]:
         """Several messages as their owner reads them: small bodies in one query, decrypted
         off the event loop. {UID: message}."""
+        found, missing = self._cached(metas, mailbox_id)
+        if missing:
+            async with self.deps.db.read() as session:
+                stored = await self._read_bodies(session, missing)
+            found.update(await self._open(missing, stored, mailbox_id))
+        return found
+
+    async def fetch_batches(
+        self, mailbox_id: int, uids: Sequence[int], *, content: bool
+    ) -> AsyncIterator[tuple[list[MessageMeta], dict[int, bytes]]]:
+        """Metadata and, when asked, decrypted messages, batch by batch; one database session
+        per batch (never two at once: see ``metas``)."""
+        size = 50 if content else 2000
+        for chunk in MailboxStore.batches(uids, size):
+            async with self.deps.db.read() as session:
+                batch = await self.deps.mailboxes.metas_batch(session, mailbox_id, chunk)
+                found, missing = self._cached(batch, mailbox_id) if content else ({}, [])
+                stored = await self._read_bodies(session, missing) if missing else {}
+            if missing:
+                found.update(await self._open(missing, stored, mailbox_id))
+            yield batch, found
+
+    def _cached(
+        self, metas: Sequence[MessageMeta], mailbox_id: int
+    ) -> tuple[dict[int, bytes], list[MessageMeta]]:
         found: dict[int, bytes] = {}
         missing: list[MessageMeta] = []
         for meta in metas:
@@ -163,27 +189,29 @@ class AccountBackend:
                 found[meta.uid] = cached
             else:
                 missing.append(meta)
-        if not missing:
-            return found
-        async with self.deps.db.read() as session:
-            stored = await self.deps.mailboxes.bodies(session, [m.blob_id for m in missing])
-            for meta in missing:
-                if meta.blob_id not in stored:  # a large body: chunk by chunk
-                    stored[meta.blob_id] = await self.deps.mailboxes.body(session, meta)
+        return found, missing
 
+    async def _read_bodies(self, session: AsyncSession, missing: Sequence[MessageMeta]) -> dict[int, bytes]:
+        stored = await self.deps.mailboxes.bodies(session, [m.blob_id for m in missing])
+        for meta in missing:
+            if meta.blob_id not in stored:  # a large body: chunk by chunk
+                stored[meta.blob_id] = await self.deps.mailboxes.body(session, meta)
+        return stored
+
+    async def _open(
+        self, missing: Sequence[MessageMeta], stored: dict[int, bytes], mailbox_id: int
+    ) -> dict[int, bytes]:
         def open_all() -> dict[int, bytes]:
             return {m.uid: self.reader.open(self._stored(m, mailbox_id), stored[m.blob_id]) for m in missing}
 
-        opened = (
-            await asyncio.to_thread(open_all) if len(missing) > 1 or missing[0].size > 1 << 16 else open_all()
-        )
+        small = len(missing) == 1 and missing[0].size <= 1 << 16
+        opened = open_all() if small else await asyncio.to_thread(open_all)
         for uid, data in opened.items():
             self._cache[(mailbox_id, uid)] = data
             self._cache.move_to_end((mailbox_id, uid))
         while len(self._cache) > 8 or sum(len(v) for v in self._cache.values()) > 64 << 20:
             self._cache.popitem(last=False)
-        found.update(opened)
-        return found
+        return opened
 
     async def record_read(self, mailbox: str, uids: Sequence[int]) -> None:
         """Every read of message content (and every SELECT) leaves a trace in the audit trail.

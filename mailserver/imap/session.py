@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ log = logging.getLogger("openmss.imap")
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"})
 _FLUSH = 256 * 1024
+_RECHECK = 5.0  # seconds: the store is asked at least this often, wake-up or not
 
 
 class _Bye(Exception):
@@ -72,6 +74,10 @@ class Session:
         self._out: list[bytes] = []
         self._out_size = 0
         self._own_updates: set[tuple[int, int]] = set()  # (uid, modseq) this session already told
+        # Wake-ups for the selected mailbox (MailboxEvents), and when the store was last asked.
+        self._watch = contextlib.ExitStack()
+        self._changed: asyncio.Event | None = None
+        self._checked = 0.0
 
     # Output -----------------------------------------------------------------------------------
 
@@ -111,6 +117,7 @@ class Session:
         try:
             await self._run()
         finally:
+            self._deselect()
             if self.account is not None:
                 with contextlib.suppress(Exception):
                     await self.account.close()
@@ -158,6 +165,11 @@ class Session:
                     )
         except ConnectionClosed:
             return
+
+    def _deselect(self) -> None:
+        self.view = None
+        self._changed = None
+        self._watch.close()
 
     def _user(self) -> str:
         return self.account.address if self.account else ""
@@ -236,6 +248,15 @@ class Session:
         view, account = self.view, self.account
         if view is None or account is None:
             return
+        # Nothing was announced for this mailbox (by this process, or by another instance through
+        # PostgreSQL's NOTIFY): no need to ask the database, but ask at least every few seconds.
+        now = time.monotonic()
+        quiet = self._changed is not None and not self._changed.is_set() and now - self._checked < _RECHECK
+        if quiet and not (allow_expunge and view.has_pending_expunges):
+            return
+        if self._changed is not None:
+            self._changed.clear()
+        self._checked = now
         try:
             changes = await account.changes(view.mailbox_id, view.modseq, view.uidnext)
         except MailboxError:
@@ -380,7 +401,7 @@ class Session:
 
     async def _select(self, command: p.Select | p.Examine) -> None:
         account = self._backend()
-        self.view = None  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+        self._deselect()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
         box = await account.mailbox(command.mailbox)
         if box is None:
             await self._tagged(command.tag, "NO", "No such mailbox", "NONEXISTENT")
@@ -401,6 +422,9 @@ class Session:
         await self._emit(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uidnext)
         await self._emit(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % info.modseq)
         self.view = view
+        self._watch = contextlib.ExitStack()
+        self._changed = self._watch.enter_context(self.deps.imap.events.subscribe(info.id))
+        self._checked = time.monotonic()
         await self._tagged(
             command.tag, "OK", f"{command.name} completed", "READ-ONLY" if readonly else "READ-WRITE"
         )
@@ -580,7 +604,7 @@ class Session:
         view = self._view()
         if isinstance(command, p.Close) and not view.readonly:
             await self._backend().expunge(view.mailbox_id, None)  # silently (RFC 3501 §6.4.2)
-        self.view = None
+        self._deselect()
         await self._tagged(command.tag, "OK", f"{command.name} completed")
 
     async def _expunge(self, command: p.Expunge) -> None:
@@ -636,24 +660,20 @@ class Session:
             return
         content = needs_content(items)
         read: list[int] = []
-        async for batch in account.metas(view.mailbox_id, uids):
-            if command.changedsince is not None:
-                batch = [m for m in batch if m.modseq > command.changedsince]
-            # Bodies a few at a time: decrypted together, off the event loop.
-            for start in range(0, len(batch), _CONTENT_BATCH if content else len(batch) or 1):
-                group = batch[start : start + (_CONTENT_BATCH if content else len(batch))]
-                bodies = await account.contents(group, view.mailbox_id) if content else {}
-                for meta in group:
-                    seq = view.seq_of(meta.uid)
-                    if seq is None:
-                        continue
-                    wanted = items
-                    if meta.uid in seen_changed and "FLAGS" not in names:
-                        wanted = (*items, p.FetchAttribute("FLAGS"))
-                    data = bodies.get(meta.uid)
-                    if data is not None:
-                        read.append(meta.uid)
-                    await self._emit(render_fetch(seq, meta, wanted, data))
+        async for batch, bodies in account.fetch_batches(view.mailbox_id, uids, content=content):
+            for meta in batch:
+                if command.changedsince is not None and meta.modseq <= command.changedsince:
+                    continue
+                seq = view.seq_of(meta.uid)
+                if seq is None:
+                    continue
+                wanted = items
+                if meta.uid in seen_changed and "FLAGS" not in names:
+                    wanted = (*items, p.FetchAttribute("FLAGS"))
+                data = bodies.get(meta.uid)
+                if data is not None:
+                    read.append(meta.uid)
+                await self._emit(render_fetch(seq, meta, wanted, data))
         await account.record_read(view.info.name, read)
         await self._done(command, allow_expunge=command.uid)
 
@@ -743,29 +763,27 @@ class Session:
                         found.append(uid if command.uid else seq)
                         highest = max(highest, modseq)
         else:
-            async for batch in account.metas(view.mailbox_id, list(view.uids)):
-                for start in range(0, len(batch), _CONTENT_BATCH):
-                    group = batch[start : start + _CONTENT_BATCH]
-                    bodies = await account.contents(group, view.mailbox_id) if compiled.needs_message else {}
-                    for meta in group:
-                        seq = view.seq_of(meta.uid)
-                        if seq is None:
-                            continue
-                        data = bodies.get(meta.uid)
-                        if data is not None:
-                            read.append(meta.uid)
-                        target = SearchMessage(
-                            seq,
-                            meta.uid,
-                            set(meta.flags),
-                            meta.internal_date,
-                            meta.size,
-                            meta.modseq,
-                            _loader(data),
-                        )
-                        if compiled.matches(target, context):
-                            found.append(meta.uid if command.uid else seq)
-                            highest = max(highest, meta.modseq)
+            batches = account.fetch_batches(view.mailbox_id, list(view.uids), content=compiled.needs_message)
+            async for batch, bodies in batches:
+                for meta in batch:
+                    seq = view.seq_of(meta.uid)
+                    if seq is None:
+                        continue
+                    data = bodies.get(meta.uid)
+                    if data is not None:
+                        read.append(meta.uid)
+                    target = SearchMessage(
+                        seq,
+                        meta.uid,
+                        set(meta.flags),
+                        meta.internal_date,
+                        meta.size,
+                        meta.modseq,
+                        _loader(data),
+                    )
+                    if compiled.matches(target, context):
+                        found.append(meta.uid if command.uid else seq)
+                        highest = max(highest, meta.modseq)
         await account.record_read(view.info.name, read)
         if command.returns is not None:
             await self._emit(_esearch(command, found))
@@ -778,7 +796,6 @@ class Session:
 
 
 _LIGHT_FETCH = frozenset({"UID", "FLAGS", "MODSEQ"})
-_CONTENT_BATCH = 50  # messages whose bodies are read and decrypted together
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLAG_KEYS = (
     sk.All,

@@ -53,6 +53,10 @@ class MailboxView:
     def largest_uid(self) -> int:
         return self.uids[-1] if self.uids else 0
 
+    @property
+    def has_pending_expunges(self) -> bool:
+        return bool(self._pending_expunge)
+
     def is_expunged(self, uid: int) -> bool:
         return uid in self._pending_expunge
 

@@ -183,10 +183,10 @@ class MailboxStore:
         return int(uid) if uid is not None else None
 
     @staticmethod
-    def batches(uids: Sequence[int]) -> list[list[int]]:
-        """The UIDs (ascending) cut into batches of up to 2,000, each read with one query."""
+    def batches(uids: Sequence[int], size: int = _BATCH) -> list[list[int]]:
+        """The UIDs (ascending) cut into batches (of up to 2,000), each read with one query."""
         ordered = sorted(uids)
-        return [ordered[start : start + _BATCH] for start in range(0, len(ordered), _BATCH)]
+        return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
     async def metas_batch(
         self, session: AsyncSession, mailbox_id: int, chunk: Sequence[int]
