@@ -111,8 +111,7 @@ class AccountBackend:
             if info is None:
                 raise MailboxError("no such mailbox", "NONEXISTENT")
             uids = await self.deps.mailboxes.uids(session, box.id)
-            unseen_uid = await self.deps.mailboxes.first_unseen_uid(session, box.id)
-            _, unseen = await self.deps.mailboxes.counts(session, box.id)
+            _, unseen, unseen_uid = await self.deps.mailboxes.summary(session, box.id)
         self._selects.append(info.name)
         self._schedule_flush()
         return info, uids, unseen_uid, unseen

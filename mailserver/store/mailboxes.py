@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -154,15 +154,22 @@ class MailboxStore:
 
     async def counts(self, session: AsyncSession, mailbox_id: int) -> tuple[int, int]:
         """(messages, unseen)."""
-        total = await session.scalar(
-            select(func.count()).select_from(Message).where(Message.mailbox_id == mailbox_id)
-        )
-        seen = await session.scalar(
-            select(func.count())
-            .select_from(Message)
-            .where(Message.mailbox_id == mailbox_id, Message.flags.contains("\\Seen", autoescape=True))
-        )
-        return int(total or 0), int(total or 0) - int(seen or 0)
+        total, unseen, _ = await self.summary(session, mailbox_id)
+        return total, unseen
+
+    async def summary(self, session: AsyncSession, mailbox_id: int) -> tuple[int, int, int | None]:
+        """(messages, unseen, first unseen UID) in one pass over the mailbox's rows."""
+        unseen = ~Message.flags.contains("\\Seen", autoescape=True)
+        row = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.sum(case((unseen, 1), else_=0)),
+                    func.min(case((unseen, Message.uid), else_=None)),
+                ).where(Message.mailbox_id == mailbox_id)
+            )
+        ).one()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2]) if row[2] is not None else None
 
     # Messages: reads ------------------------------------------------------------------------
 

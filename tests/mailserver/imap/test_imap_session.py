@@ -87,6 +87,7 @@ async def test_read_a_delivered_message(server):
         client = _imaps(server, bob)
         typ, data = client.select("INBOX")
         assert typ == "OK" and data == [b"1"]
+        assert client.untagged_responses.get("UNSEEN") == [b"1"]
         typ, data = client.fetch("1", "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
         assert typ == "OK"
         meta, body = data[0]
