@@ -322,3 +322,29 @@ async def test_no_expunge_during_fetch_store_or_search(server):
         two.logout()
 
     await asyncio.to_thread(run)
+
+
+async def test_own_key_account_reads_its_mail_encrypted(server, tmp_path):
+    """An account that keeps its own secret key: IMAP serves the PGP/MIME as stored (the server
+    cannot read it), and GnuPG, holding the key, opens what IMAP served."""
+    from gnupg import GnuPG
+
+    gpg = GnuPG(tmp_path / "gnupg")
+    alice = await server.add_account("alice")
+    public = await asyncio.to_thread(gpg.generate, alice)
+    await server.runtime.accounts.set_own_key(alice, public, actor="test")
+    note = b"From: alice@a.test\r\nSubject: Note OWN-KEY-7d1\r\n\r\nOWN-KEY-7d1\r\n"
+
+    def run() -> bytes:
+        client = _imaps(server, alice)
+        typ, _ = client.append("INBOX", None, None, note)
+        assert typ == "OK"
+        client.select("INBOX")
+        served = client.fetch("1", "(BODY.PEEK[])")[1][0][1]
+        client.logout()
+        return served
+
+    served = await asyncio.to_thread(run)
+    assert b"OWN-KEY-7d1" not in served and pgpmime.is_encrypted(served)
+    inner = await asyncio.to_thread(gpg.decrypt, pgpmime.encrypted_payload(served))
+    assert b"Subject: Note OWN-KEY-7d1" in inner and inner.endswith(b"\r\n\r\nOWN-KEY-7d1\r\n")
