@@ -167,7 +167,8 @@ class Runtime:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
-        checks["smtp"] = "ok" if self._servers and all(s.is_serving() for s in self._servers) else "down"
+        # Every listener: SMTP (relay, submission) and IMAP.
+        checks["listeners"] = "ok" if self._servers and all(s.is_serving() for s in self._servers) else "down"
         return checks
 
     # Lifecycle -------------------------------------------------------------------------------
@@ -300,6 +301,8 @@ class Runtime:
                 "smtp": s.smtp_port,
                 "submission": s.submission_port,
                 "submissions": s.submissions_port,
+                "imap": s.imap_port,
+                "imaps": s.imaps_port,
                 "http": s.http_port,
                 "domains": s.domains,
             },

@@ -25,7 +25,7 @@ async def test_healthz_and_metrics(server):
     async with httpx.AsyncClient(base_url=base, timeout=10, verify=server.client_tls()) as http:
         health = await http.get("/healthz")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "checks": {"database": "ok", "smtp": "ok"}}
+        assert health.json() == {"status": "ok", "checks": {"database": "ok", "listeners": "ok"}}
         metrics = await http.get("/metrics")
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain")
