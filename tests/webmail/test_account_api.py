@@ -4,6 +4,7 @@ server-side signing, and the Autocrypt header on outgoing mail."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import smtplib
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from mailserver.message import pgpmime
+from openmss.crypto import pgp
 
 PASSWORD = "correct horse battery"
 
@@ -138,3 +140,25 @@ async def test_server_side_signing_and_autocrypt(server, http):
     results = email.message_from_bytes(signed, policy=email.policy.default)["Authentication-Results"]
     assert results.startswith(f"mx.a.test; x-openpgp=pass (good signature, key {key['fingerprint']})")
     assert f"header.from={alice}" in results
+
+
+async def test_bad_input_gets_a_clear_json_error(server, http):
+    alice = await server.add_account("alice")
+    auth = (alice, PASSWORD)
+    for body in (
+        b"",
+        b"not a key",
+        b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\ngarbage\n",
+        b"x" * (1 << 20 | 1),
+    ):
+        reply = await http.put("/api/v1/account/key", content=body, auth=auth)
+        assert reply.status_code == 400 and reply.json()["detail"]
+    generated = pgp.generate_key(alice)
+    secret = await http.put("/api/v1/account/key", content=generated.secret, auth=auth)
+    assert secret.status_code == 400 and "secret key" in secret.json()["detail"]
+    for header in ("Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Bearer x"):
+        reply = await http.get("/api/v1/account", headers={"Authorization": header})
+        assert reply.status_code in (400, 401) and "detail" in reply.json()
+    weak = await http.post("/api/v1/account/password", json={"current": PASSWORD, "new": "short"}, auth=auth)
+    assert weak.status_code == 422 and "detail" in weak.json()
+    assert (await http.get("/api/v1/account", auth=auth)).json()["key"]["mode"] == "server"  # nothing changed
