@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import socket
@@ -181,7 +182,29 @@ class ServerFactory:
     async def start(self, name: str, **overrides: Any) -> Instance:
         settings = await self.settings_for(name, **overrides)
         runtime = Runtime(settings)
-        await runtime.start()
+        for attempt in range(3):
+            try:
+                await runtime.start()
+                break
+            except OSError as exc:
+                # free_port() closes the port it found: a client socket of another test may take it
+                # before the server binds. Pick new ports (those the caller did not choose).
+                if exc.errno != errno.EADDRINUSE or attempt == 2:
+                    raise
+                fresh = {
+                    port: free_port()
+                    for port in (
+                        "smtp_port",
+                        "submission_port",
+                        "submissions_port",
+                        "imap_port",
+                        "imaps_port",
+                        "http_port",
+                    )
+                    if port not in overrides
+                }
+                settings = settings.model_copy(update=fresh)
+                runtime = Runtime(settings)
         instance = Instance(name, settings.domains[0], settings, runtime, settings.data_dir / "tls")
         # A restarted instance keeps its accounts: and their passwords, to read their mail.
         instance.passwords = self._passwords.setdefault(name, {})
