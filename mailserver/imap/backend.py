@@ -120,15 +120,6 @@ class AccountBackend:
         async with self.deps.db.read() as session:
             return await self.deps.mailboxes.changes(session, mailbox_id, since_modseq, known_uidnext)
 
-    async def metas(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[MessageMeta]]:
-        """Metadata in batches (a few thousand at a time, never the whole mailbox). Each batch
-        is read in a session of its own, closed before the batch is handed out: whatever the
-        caller reads meanwhile never holds two pooled connections at once."""
-        for chunk in MailboxStore.batches(uids):
-            async with self.deps.db.read() as session:
-                batch = await self.deps.mailboxes.metas_batch(session, mailbox_id, chunk)
-            yield batch
-
     async def flags(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[tuple[int, str, int]]]:
         """(UID, flags, mod-sequence) in batches: FETCH (FLAGS) and flag searches need no more."""
         for chunk in MailboxStore.batches(uids):
@@ -290,13 +281,10 @@ class AccountBackend:
     async def expunge(self, mailbox_id: int, uids: Sequence[int] | None) -> list[int]:
         """Messages flagged \\Deleted (among ``uids`` when given: UID EXPUNGE)."""
 
-        def work(session: Session) -> list[int]:
-            if uids is None:
-                return self.deps.mailboxes.expunge(session, mailbox_id)
-            deleted = [m.uid for m in _sync_metas(session, mailbox_id, uids) if "\\Deleted" in m.flags]
-            return self.deps.mailboxes.expunge(session, mailbox_id, deleted)
-
-        return await self._write(work, changed=[mailbox_id])
+        return await self._write(
+            lambda s: self.deps.mailboxes.expunge(s, mailbox_id, uids, deleted_only=True),
+            changed=[mailbox_id],
+        )
 
     async def append(
         self, box: MailboxInfo, message: bytes, flags: Sequence[str], internal_date: datetime
@@ -327,34 +315,6 @@ class AccountBackend:
                 )
             ).first()
         return OwnerKey(str(row[0]), bytes(row[1]), str(row[2])) if row else None
-
-
-def _sync_metas(session: Session, mailbox_id: int, uids: Sequence[int]) -> list[MessageMeta]:
-    from mailserver.store.tables import Message
-
-    wanted = sorted(set(uids))
-    rows = [
-        row
-        for start in range(0, len(wanted), 2000)
-        for row in session.scalars(
-            select(Message).where(
-                Message.mailbox_id == mailbox_id, Message.uid.in_(wanted[start : start + 2000])
-            )
-        )
-    ]
-    return [
-        MessageMeta(
-            r.id,
-            r.uid,
-            tuple(r.flags.split()) if r.flags else (),
-            r.internal_date,
-            r.size,
-            r.modseq,
-            r.blob_id,
-            r.decrypt_on_read,
-        )
-        for r in rows
-    ]
 
 
 def _ranges(uids: Sequence[int]) -> str:

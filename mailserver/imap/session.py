@@ -29,7 +29,7 @@ from mailserver.imap.framing import CommandLine, ContinuationNeeded, FramingErro
 from mailserver.imap.search import CompiledSearch, SearchContext, SearchMessage
 from mailserver.imap.sequence import SequenceSet
 from mailserver.imap.view import MailboxView
-from mailserver.store.mailboxes import SEPARATOR, MailboxError, MailboxInfo, MessageMeta
+from mailserver.store.mailboxes import SEPARATOR, MailboxError, MailboxInfo
 from mailserver.store.reader import MessageReader
 from openmss.accounts import Accounts
 from openmss.auth import Authenticator, AuthOutcome
@@ -813,20 +813,23 @@ _FLAG_KEYS = (
 )
 
 
-def _flags_only(key: sk.SearchKey) -> bool:
-    """Whether a search looks at nothing but flags, numbers and mod-sequences."""
+def _nodes(key: sk.SearchKey) -> Iterator[sk.SearchKey]:
+    """Every node of a search key tree (iteratively: trees may be very deep)."""
     stack: list[sk.SearchKey] = [key]
     while stack:
         node = stack.pop()
-        if not isinstance(node, _FLAG_KEYS):
-            return False
+        yield node
         if isinstance(node, sk.And):
             stack.extend(node.keys)
         elif isinstance(node, sk.Or):
             stack.extend((node.left, node.right))
         elif isinstance(node, sk.Not):
             stack.append(node.key)
-    return True
+
+
+def _flags_only(key: sk.SearchKey) -> bool:
+    """Whether a search looks at nothing but flags, numbers and mod-sequences."""
+    return all(isinstance(node, _FLAG_KEYS) for node in _nodes(key))
 
 
 def _loader(data: bytes | None) -> Callable[[], bytes]:
@@ -836,19 +839,8 @@ def _loader(data: bytes | None) -> Callable[[], bytes]:
     return load
 
 
-def _uses_modseq(key: Any) -> bool:
-    stack = [key]
-    while stack:
-        node = stack.pop()
-        if type(node).__name__ == "ModSeq":
-            return True
-        for name in ("keys", "key", "left", "right"):
-            child = getattr(node, name, None)
-            if isinstance(child, tuple | list):
-                stack.extend(child)
-            elif child is not None and hasattr(child, "__dataclass_fields__"):
-                stack.append(child)
-    return False
+def _uses_modseq(key: sk.SearchKey) -> bool:
+    return any(isinstance(node, sk.ModSeq) for node in _nodes(key))
 
 
 def _esearch(command: p.Search, found: list[int]) -> bytes:
@@ -891,7 +883,3 @@ def _matches(pattern: str, name: str) -> bool:
 def _has_children(name: str, names: set[str]) -> bool:
     prefix = name + SEPARATOR
     return any(other.startswith(prefix) for other in names)
-
-
-def iter_untagged(metas: Sequence[MessageMeta]) -> Iterator[int]:  # pragma: no cover - debugging aid
-    return (m.uid for m in metas)

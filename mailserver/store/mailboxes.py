@@ -181,14 +181,6 @@ class MailboxStore:
         )
         return [int(uid) for uid in result]
 
-    async def first_unseen_uid(self, session: AsyncSession, mailbox_id: int) -> int | None:
-        uid = await session.scalar(
-            select(func.min(Message.uid)).where(
-                Message.mailbox_id == mailbox_id, ~Message.flags.contains("\\Seen", autoescape=True)
-            )
-        )
-        return int(uid) if uid is not None else None
-
     @staticmethod
     def batches(uids: Sequence[int], size: int = _BATCH) -> list[list[int]]:
         """The UIDs (ascending) cut into batches (of up to 2,000), each read with one query."""
@@ -237,14 +229,6 @@ class MailboxStore:
             .where(Blob.id.in_(sorted(set(blob_ids))), Blob.chunk_count == 1)
         )
         return {int(blob_id): bytes(data) for blob_id, data in rows}
-
-    async def meta(self, session: AsyncSession, mailbox_id: int, uid: int) -> MessageMeta | None:
-        row = (
-            await session.execute(
-                select(*_META_COLUMNS).where(Message.mailbox_id == mailbox_id, Message.uid == uid)
-            )
-        ).first()
-        return _meta_row(tuple(row)) if row else None
 
     async def changes(
         self, session: AsyncSession, mailbox_id: int, since_modseq: int, known_uidnext: int
@@ -483,14 +467,22 @@ class MailboxStore:
             notify_changed(conn, [target_id])
         return pairs
 
-    def expunge(self, session: Session, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
-        """EXPUNGE (RFC 3501 §6.4.3): the given UIDs, or every message flagged \\Deleted; with
-        UIDs (UID EXPUNGE, RFC 4315 §2.1) only those that are also \\Deleted unless ``uids``
-        comes from MOVE. Returns the expunged UIDs, ascending."""
+    def expunge(
+        self,
+        session: Session,
+        mailbox_id: int,
+        uids: Iterable[int] | None = None,
+        *,
+        deleted_only: bool = False,
+    ) -> list[int]:
+        """EXPUNGE (RFC 3501 §6.4.3): every message flagged \\Deleted, or the given UIDs (MOVE);
+        with ``deleted_only``, only those of them that are \\Deleted (UID EXPUNGE, RFC 4315
+        §2.1). Returns the expunged UIDs, ascending."""
         conn = session.connection()
         query = select(Message.id, Message.uid, Message.blob_id).where(Message.mailbox_id == mailbox_id)
-        if uids is None:
+        if uids is None or deleted_only:
             query = query.where(Message.flags.contains("\\Deleted", autoescape=True))
+        if uids is None:
             rows = [tuple(r) for r in conn.execute(query.order_by(Message.uid))]
         else:
             wanted = sorted(set(uids))
