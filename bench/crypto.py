@@ -61,9 +61,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository before bench/ on the path: bench/'s scripts (directory.py…) must not shadow the
+# packages they measure.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE.parent), str(_HERE)]
 
-from smtp import (  # bench/smtp.py, next to this file
+from smtp import (  # noqa: E402 (bench/smtp.py, next to this file: after the path fix above)
     DOMAIN,
     HEADER,
     HOSTNAME,

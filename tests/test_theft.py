@@ -3,7 +3,8 @@ subject, no body and no attachment.
 
 Messages carrying a known marker in the subject, the body and an attachment are delivered
 locally (INBOX and Sent), queued for a peer that is down, and bounced back as a DSN; one is
-read through the account API (decryption happens in memory). Then the server stops and every
+read through the account API (decryption happens in memory), one found by an IMAP header search
+and one appended over IMAP (both leave sealed header index entries). Then the server stops and every
 byte of the SQLite files (WAL included) or of a pg_dump, of the data folder and of the logs is
 searched for the marker.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import imaplib
 import io
 import logging
 import os
@@ -50,6 +52,29 @@ def _send(inst, user: str, recipients: list[str]) -> None:  # type: ignore[no-un
         client.starttls(context=inst.client_tls())
         client.login(user, inst.passwords[user])
         client.sendmail(user, recipients, _message(user, recipients))
+
+
+def _imap_search_and_append(inst, user: str) -> None:  # type: ignore[no-untyped-def]
+    client = imaplib.IMAP4_SSL("127.0.0.1", inst.settings.imaps_port, ssl_context=inst.client_tls())
+    client.login(user, inst.passwords[user])
+    client.select("INBOX")
+    assert client.uid("SEARCH", "SUBJECT", MARKER)[1] == [b"1"]
+    assert client.append("Drafts", None, None, _message(user, [user]))[0] == "OK"
+    client.logout()
+
+
+async def _header_index_rows(inst) -> int:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from mailserver.store.tables import MessageHeader
+
+    for _ in range(100):  # the session writes its entries as it ends, just after LOGOUT
+        async with inst.runtime.db.read() as session:
+            count = int(await session.scalar(select(func.count()).select_from(MessageHeader)) or 0)
+        if count >= 2:
+            break
+        await asyncio.sleep(0.05)
+    return count
 
 
 def _read_all(folder: Path) -> dict[Path, bytes]:
@@ -92,6 +117,9 @@ async def test_a_thief_with_the_database_files_and_logs_reads_nothing(servers, t
         async with a.runtime.db.read() as session:
             [queued] = await a.runtime.queue_store.list(session)
         assert queued.recipient == remote
+        # An IMAP session searches headers and appends a draft: the sealed header index fills.
+        await asyncio.to_thread(_imap_search_and_append, a, bob)
+        assert await _header_index_rows(a) >= 2
         settings = a.settings
         # A thief may copy the files of a running server: the WAL then holds recent pages.
         hot = await asyncio.to_thread(_read_all, Path(settings.data_dir))

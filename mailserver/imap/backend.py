@@ -9,27 +9,31 @@ unlocked the account; appending encrypts to the account's current key, as delive
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailserver.encryption import AtRest, OwnerKey
-from mailserver.store.mailboxes import Changes, MailboxError, MailboxInfo, MailboxStore, MessageMeta
+from mailserver.store import headerindex
+from mailserver.store.mailboxes import Changes, MailboxInfo, MailboxStore, MessageMeta, meta_row
 from mailserver.store.mailstore import MailStore, NewMessage, StoredMessage
 from mailserver.store.notify import MailboxEvents
 from mailserver.store.reader import MessageReader
+from mailserver.store.tables import Message
 from openmss import audit
 from openmss.db.commit import GroupCommitter
 from openmss.db.engine import Database
+from openmss.db.reads import Reads
 from openmss.keyring.tables import AccountKey
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class AccountBackend:
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # decrypted, in memory only
         self._reads: dict[str, set[int]] = {}
         self._selects: list[str] = []  # mailboxes opened, not yet in the audit trail
+        self._indexed: set[int] = set()  # message ids known to be in the header index
+        self._to_index: list[tuple[int, bytes]] = []  # (message id, sealed header) to write
         self._flusher: asyncio.Task[None] | None = None
 
     async def _write(self, work: Callable[[Session], T], *, changed: Iterable[int] = ()) -> T:
@@ -72,16 +78,16 @@ class AccountBackend:
     # Mailboxes --------------------------------------------------------------------------------
 
     async def mailboxes(self) -> list[MailboxInfo]:
-        async with self.deps.db.read() as session:
-            return await self.deps.mailboxes.list_mailboxes(session, self.account_id)
+        async with self.deps.db.reads() as reads:
+            return await self.deps.mailboxes.list_mailboxes(reads, self.account_id)
 
     async def mailbox(self, name: str) -> MailboxInfo | None:
-        async with self.deps.db.read() as session:
-            return await self.deps.mailboxes.get(session, self.account_id, name)
+        async with self.deps.db.reads() as reads:
+            return await self.deps.mailboxes.get(reads, self.account_id, name)
 
     async def status(self, box: MailboxInfo) -> tuple[int, int]:
-        async with self.deps.db.read() as session:
-            return await self.deps.mailboxes.counts(session, box.id)
+        async with self.deps.db.reads() as reads:
+            return await self.deps.mailboxes.counts(reads, box.id)
 
     async def create(self, name: str, special_use: str | None = None) -> None:
         await self._write(lambda s: self.deps.mailboxes.create(s, self.account_id, name, special_use))
@@ -104,28 +110,26 @@ class AccountBackend:
 
     # The selected mailbox ---------------------------------------------------------------------
 
-    async def open(self, box: MailboxInfo) -> tuple[MailboxInfo, list[int], int | None, int]:
-        """(fresh info, UIDs, first unseen UID, unseen count) for SELECT/EXAMINE; audited."""
-        async with self.deps.db.read() as session:
-            info = await self.deps.mailboxes.info(session, box.id)
+    async def open(self, name: str) -> tuple[MailboxInfo, list[tuple[int, str, int]]] | None:
+        """SELECT/EXAMINE (audited): the mailbox and (UID, flags, mod-sequence) of each message,
+        read in one transaction so that they agree; None when there is no such mailbox."""
+        async with self.deps.db.reads() as reads:
+            info = await self.deps.mailboxes.get(reads, self.account_id, name)
             if info is None:
-                raise MailboxError("no such mailbox", "NONEXISTENT")
-            uids = await self.deps.mailboxes.uids(session, box.id)
-            _, unseen, unseen_uid = await self.deps.mailboxes.summary(session, box.id)
+                return None
+            rows = await self.deps.mailboxes.index(reads, info.id)
         self._selects.append(info.name)
         self._schedule_flush()
-        return info, uids, unseen_uid, unseen
+        return info, rows
+
+    async def vanished(self, mailbox_id: int, since_modseq: int) -> list[int]:
+        """UIDs expunged from the mailbox after ``since_modseq`` (RFC 7162 VANISHED), ascending."""
+        async with self.deps.db.reads() as reads:
+            return await self.deps.mailboxes.expunged_since(reads, mailbox_id, since_modseq)
 
     async def changes(self, mailbox_id: int, since_modseq: int, known_uidnext: int) -> Changes:
-        async with self.deps.db.read() as session:
-            return await self.deps.mailboxes.changes(session, mailbox_id, since_modseq, known_uidnext)
-
-    async def flags(self, mailbox_id: int, uids: Sequence[int]) -> AsyncIterator[list[tuple[int, str, int]]]:
-        """(UID, flags, mod-sequence) in batches: FETCH (FLAGS) and flag searches need no more."""
-        for chunk in MailboxStore.batches(uids):
-            async with self.deps.db.read() as session:
-                batch = await self.deps.mailboxes.flags_batch(session, mailbox_id, chunk)
-            yield batch
+        async with self.deps.db.reads() as reads:
+            return await self.deps.mailboxes.changes(reads, mailbox_id, since_modseq, known_uidnext)
 
     def _stored(self, meta: MessageMeta, mailbox_id: int) -> StoredMessage:
         return StoredMessage(
@@ -148,8 +152,8 @@ class AccountBackend:
         off the event loop. {UID: message}."""
         found, missing = self._cached(metas, mailbox_id)
         if missing:
-            async with self.deps.db.read() as session:
-                stored = await self._read_bodies(session, missing)
+            async with self.deps.db.reads() as reads:
+                stored = await self._read_bodies(reads, missing)
             found.update(await self._open(missing, stored, mailbox_id))
         return found
 
@@ -160,13 +164,50 @@ class AccountBackend:
         per batch (never two at once: see ``metas``)."""
         size = 50 if content else 2000
         for chunk in MailboxStore.batches(uids, size):
-            async with self.deps.db.read() as session:
-                batch = await self.deps.mailboxes.metas_batch(session, mailbox_id, chunk)
+            async with self.deps.db.reads() as reads:
+                batch = await self.deps.mailboxes.metas_batch(reads, mailbox_id, chunk)
                 found, missing = self._cached(batch, mailbox_id) if content else ({}, [])
-                stored = await self._read_bodies(session, missing) if missing else {}
+                stored = await self._read_bodies(reads, missing) if missing else {}
             if missing:
                 found.update(await self._open(missing, stored, mailbox_id))
             yield batch, found
+
+    async def header_batches(
+        self, mailbox_id: int, uids: Sequence[int], *, with_meta: bool
+    ) -> AsyncIterator[tuple[list[MessageMeta], dict[int, bytes]]]:
+        """Each message's top-level header (as its owner reads it) and, ``with_meta``, its
+        metadata, batch by batch: from the sealed header index where it has the message, else
+        by decrypting the message (which indexes it for the next search)."""
+        for chunk in MailboxStore.batches(uids, 2000):
+            params = {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]}
+            async with self.deps.db.reads() as reads:
+                statement = headerindex.METAS_WITH_HEADERS if with_meta else headerindex.HEADERS
+                rows = await reads.rows(statement, params)
+            wanted = set(chunk)
+            metas: list[MessageMeta] = []
+            headers: dict[int, bytes] = {}
+            unindexed: list[int] = []
+            open_header = self.reader.open_header
+            for row in rows:
+                if row[1] not in wanted:
+                    continue
+                if with_meta:
+                    meta = meta_row(row[:8])
+                    metas.append(meta)
+                    message_id, uid, blob_id, sealed = meta.id, meta.uid, meta.blob_id, row[8]
+                else:
+                    message_id, uid, blob_id, sealed = row
+                header = open_header(message_id, blob_id, sealed) if sealed else None
+                if header is None:
+                    unindexed.append(uid)
+                else:
+                    self._indexed.add(message_id)
+                    headers[uid] = header
+            if unindexed:
+                async for _, bodies in self.fetch_batches(mailbox_id, unindexed, content=True):
+                    for uid, data in bodies.items():
+                        headers[uid] = headerindex.header_block(data) or data
+            yield metas, headers
 
     def _cached(
         self, metas: Sequence[MessageMeta], mailbox_id: int
@@ -181,11 +222,11 @@ class AccountBackend:
                 missing.append(meta)
         return found, missing
 
-    async def _read_bodies(self, session: AsyncSession, missing: Sequence[MessageMeta]) -> dict[int, bytes]:
-        stored = await self.deps.mailboxes.bodies(session, [m.blob_id for m in missing])
+    async def _read_bodies(self, reads: Reads, missing: Sequence[MessageMeta]) -> dict[int, bytes]:
+        stored = await self.deps.mailboxes.bodies(reads, [m.blob_id for m in missing])
         for meta in missing:
             if meta.blob_id not in stored:  # a large body: chunk by chunk
-                stored[meta.blob_id] = await self.deps.mailboxes.body(session, meta)
+                stored[meta.blob_id] = await self.deps.mailboxes.body(reads, meta)
         return stored
 
     async def _open(
@@ -196,12 +237,25 @@ class AccountBackend:
 
         small = len(missing) == 1 and missing[0].size <= 1 << 16
         opened = open_all() if small else await asyncio.to_thread(open_all)
+        for meta in missing:
+            self._queue_index(meta, opened[meta.uid])
         for uid, data in opened.items():
             self._cache[(mailbox_id, uid)] = data
             self._cache.move_to_end((mailbox_id, uid))
         while len(self._cache) > 8 or sum(len(v) for v in self._cache.values()) > 64 << 20:
             self._cache.popitem(last=False)
         return opened
+
+    def _queue_index(self, meta: MessageMeta, message: bytes) -> None:
+        """A message this session has read in full goes into the header index (written with the
+        next audit flush), unless it is known to be there."""
+        if meta.id in self._indexed:
+            return
+        header = headerindex.header_block(message)
+        if header is not None:
+            self._indexed.add(meta.id)
+            self._to_index.append((meta.id, self.reader.seal_header(meta.id, meta.blob_id, header)))
+            self._schedule_flush()
 
     async def record_read(self, mailbox: str, uids: Sequence[int]) -> None:
         """Every read of message content (and every SELECT) leaves a trace in the audit trail.
@@ -223,6 +277,12 @@ class AccountBackend:
         await self.flush_reads()
 
     async def flush_reads(self) -> None:
+        entries, self._to_index = self._to_index, []
+        if entries:
+            try:
+                await self.deps.committer.run(lambda session: headerindex.save(session, entries))
+            except Exception:  # an index entry is a convenience: never fail the session for one
+                log.warning("header index entries not written", exc_info=True)
         selects, self._selects = self._selects, []
         pending, self._reads = self._reads, {}
         if selects:
@@ -295,26 +355,35 @@ class AccountBackend:
         copies = await asyncio.to_thread(self.deps.at_rest.copies, message, {self.account_id: key})
         copy = copies[self.account_id]
 
+        header = headerindex.header_block(message)
+
         def work(session: Session) -> tuple[int, int]:
             [blob_id] = self.deps.store.blobs.put_many(session, [[copy.body]])
             [filed] = self.deps.store.file_many(
                 session,
                 [NewMessage(box.id, blob_id, copy.size, internal_date, tuple(flags), copy.decrypt_on_read)],
             )
+            if header is not None:  # indexed at once: this session can seal for its owner
+                message_id = session.scalar(
+                    select(Message.id).where(Message.mailbox_id == box.id, Message.uid == filed.uid)
+                )
+                if message_id is not None:
+                    sealed = self.reader.seal_header(message_id, blob_id, header)
+                    headerindex.save(session, [(message_id, sealed)])
             return box.uidvalidity, filed.uid
 
         return await self._write(work, changed=[box.id])
 
     async def _current_key(self) -> OwnerKey | None:
-        async with self.deps.db.read() as session:
-            row = (
-                await session.execute(
-                    select(AccountKey.fingerprint, AccountKey.public, AccountKey.mode).where(
-                        AccountKey.account_id == self.account_id, AccountKey.current.is_(True)
-                    )
-                )
-            ).first()
+        async with self.deps.db.reads() as reads:
+            rows = await reads.rows(_CURRENT_KEY, {"account": self.account_id})
+        row = rows[0] if rows else None
         return OwnerKey(str(row[0]), bytes(row[1]), str(row[2])) if row else None
+
+
+_CURRENT_KEY = select(AccountKey.fingerprint, AccountKey.public, AccountKey.mode).where(
+    AccountKey.account_id == bindparam("account"), AccountKey.current.is_(True)
+)
 
 
 def _ranges(uids: Sequence[int]) -> str:

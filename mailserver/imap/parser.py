@@ -225,11 +225,24 @@ class Authenticate(Command):
     initial_response: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QResync:
+    """The QRESYNC select parameter (RFC 7162 §3.2.5): what the client last knew of the
+    mailbox. ``known_uids`` limits the VANISHED answer; ``seq_match`` (known sequence numbers
+    and their UIDs) helps servers that forget expunges, which this one does not."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Select(Command):
     name: ClassVar[str] = "SELECT"
     mailbox: str
     condstore: bool = False
+    qresync: QResync | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +250,7 @@ class Examine(Command):
     name: ClassVar[str] = "EXAMINE"
     mailbox: str
     condstore: bool = False
+    qresync: QResync | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -362,6 +376,7 @@ class Fetch(Command):
     sequence_set: SequenceSet
     items: tuple[FetchAttribute, ...]
     changedsince: int | None = None
+    vanished: bool = False  # RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE
 
     @property
     def effective_items(self) -> tuple[FetchAttribute, ...]:
@@ -757,33 +772,65 @@ def _authenticate(r: _Reader, tag: str) -> Command:
     return Authenticate(tag=tag, mechanism=mechanism, initial_response=response)
 
 
-def _select_params(r: _Reader) -> bool:
-    """``[SP "(" select-param *(SP select-param) ")"]`` (RFC 4466 §2.1); only CONDSTORE
-    (RFC 7162 §3.1.8) is known. Returns whether it was given."""
+def _select_params(r: _Reader) -> tuple[bool, QResync | None]:
+    """``[SP "(" select-param *(SP select-param) ")"]`` (RFC 4466 §2.1): CONDSTORE (RFC 7162
+    §3.1.8) and QRESYNC (§3.2.5). Returns (CONDSTORE given, the QRESYNC parameter)."""
     if not r.peek_is(b" "):
-        return False
+        return False, None
     r.sp()
+    found: dict[str, QResync | None] = {}
 
     def param() -> str:
         name = r.keyword("select parameter")
-        if name != "CONDSTORE":
-            raise r.error(f"unsupported select parameter {name[:30]}")
+        if name in found or name not in ("CONDSTORE", "QRESYNC"):
+            raise r.error(f"unsupported or repeated select parameter {name[:30]}")
+        found[name] = _qresync(r) if name == "QRESYNC" else None
         return name
 
     r.parenthesised(param)
-    return True
+    return "CONDSTORE" in found, found.get("QRESYNC")
+
+
+def _qresync(r: _Reader) -> QResync:
+    """``"QRESYNC" SP "(" uidvalidity SP mod-sequence-value [SP known-uids]
+    [SP seq-match-data] ")"``; seq-match-data = ``"(" known-sequence-set SP known-uid-set ")"``
+    (RFC 7162 §7)."""
+    r.sp()
+    r.open()
+    uidvalidity = r.number("uidvalidity", nonzero=True)
+    r.sp()
+    modseq = r.number("mod-sequence", MAX_MODSEQ)
+    known: SequenceSet | None = None
+    match: tuple[SequenceSet, SequenceSet] | None = None
+    if r.peek_is(b" "):
+        r.sp()
+        if not r.peek_is(b"("):
+            known = r.sequence_set()
+            if r.peek_is(b" "):
+                r.sp()
+        if r.peek_is(b"("):
+            r.open()
+            sequences = r.sequence_set()
+            r.sp()
+            uids = r.sequence_set()
+            r.close()
+            match = (sequences, uids)
+    r.close()
+    return QResync(uidvalidity, modseq, known, match)
 
 
 def _select(r: _Reader, tag: str) -> Command:
     r.sp()
     mailbox = r.mailbox()
-    return Select(tag=tag, mailbox=mailbox, condstore=_select_params(r))
+    condstore, qresync = _select_params(r)
+    return Select(tag=tag, mailbox=mailbox, condstore=condstore, qresync=qresync)
 
 
 def _examine(r: _Reader, tag: str) -> Command:
     r.sp()
     mailbox = r.mailbox()
-    return Examine(tag=tag, mailbox=mailbox, condstore=_select_params(r))
+    condstore, qresync = _select_params(r)
+    return Examine(tag=tag, mailbox=mailbox, condstore=condstore, qresync=qresync)
 
 
 def _create(r: _Reader, tag: str) -> Command:
@@ -1181,26 +1228,35 @@ def _fetch(r: _Reader, tag: str, uid: bool) -> Command:
             r.pos = start
             items = [_fetch_attribute(r)]
     changedsince = None
+    vanished = False
     if r.peek_is(b" "):
-        # RFC 4466 fetch-modifiers; RFC 7162 §3.1.4.1: "CHANGEDSINCE" SP mod-sequence-value.
+        # RFC 4466 fetch-modifiers; RFC 7162 §3.1.4.1: "CHANGEDSINCE" SP mod-sequence-value,
+        # §3.2.6: "VANISHED".
         r.sp()
 
         def modifier() -> str:
-            nonlocal changedsince
+            nonlocal changedsince, vanished
             word = r.keyword("fetch modifier")
-            if word != "CHANGEDSINCE" or changedsince is not None:
-                raise r.error(f"unsupported fetch modifier {word[:30]}")
-            r.sp()
-            changedsince = r.number("mod-sequence", MAX_MODSEQ, nonzero=True)
+            if word == "CHANGEDSINCE" and changedsince is None:
+                r.sp()
+                changedsince = r.number("mod-sequence", MAX_MODSEQ, nonzero=True)
+            elif word == "VANISHED" and not vanished:
+                vanished = True
+            else:
+                raise r.error(f"unsupported or repeated fetch modifier {word[:30]}")
             return word
 
         r.parenthesised(modifier)
+        if vanished and (not uid or changedsince is None):
+            # RFC 7162 §3.2.6: only with UID FETCH, and only together with CHANGEDSINCE.
+            raise r.error("VANISHED needs UID FETCH and CHANGEDSINCE")
     return Fetch(
         tag=tag,
         uid=uid,
         sequence_set=sequence_set,
         items=tuple(dict.fromkeys(items)),
         changedsince=changedsince,
+        vanished=vanished,
     )
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "fold_text",
     "matches",
     "needs_message",
+    "plain_lowered",
 ]
 
 
@@ -150,6 +151,22 @@ _ONLY_SPACE = re.compile(r"[ \t\r\n]*")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 # An HTML tag.  "[^<>]" keeps the scan linear even on "<<<<..." without any ">".
 _TAG = re.compile(r"<[^<>]*>")
+
+
+def plain_lowered(raw: bytes) -> bytes | None:
+    """``raw`` in lower case when it is 7-bit and has no RFC 2047 encoded-word: then decoding
+    a header field is only unfolding, and folding it for comparison only lower-casing."""
+    return raw.lower() if raw.isascii() and b"=?" not in raw else None
+
+
+def _cannot_contain(lowered: bytes | None, needle: str) -> bool:
+    """Whether a folded ``needle`` certainly occurs in no field of a message whose plain
+    lower-cased octets are ``lowered`` (see ``_Evaluation._plain_lowered``).  Only decided for
+    an ASCII needle without white space: unfolding removes only CRLFs before white space,
+    which such a needle cannot span, so each match is a substring of the octets."""
+    if lowered is None or not needle.isascii() or " " in needle:
+        return False
+    return needle.encode() not in lowered
 
 
 def fold_text(text: str) -> str:
@@ -238,20 +255,21 @@ class MessageText:
         self._header_text: str | None = None
         self._body: list[str] | None = None
 
-    def _all_fields(self) -> dict[str, list[str]]:
-        if self._fields is None:
-            fields: dict[str, list[str]] = {}
-            header = self.tree.header
-            for item in header.fields:
-                if item.name is not None:
-                    value = fold_text(decode_header_value(header.raw_value(item)))
-                    fields.setdefault(item.name.lower(), []).append(value)
-            self._fields = fields
-        return self._fields
-
     def field_values(self, name: str) -> list[str]:
-        """Folded, decoded values of every top-level field called *name*."""
-        return self._all_fields().get(name.lower(), [])
+        """Folded, decoded values of every top-level field called *name* (each name decoded
+        on first use: a SUBJECT search decodes no other field)."""
+        key = name.lower()
+        if self._fields is None:
+            self._fields = {}
+        values = self._fields.get(key)
+        if values is None:
+            header = self.tree.header
+            values = self._fields[key] = [
+                fold_text(decode_header_value(header.raw_value(item)))
+                for item in header.fields
+                if item.name is not None and item.name.lower() == key
+            ]
+        return values
 
     def header_text(self) -> str:
         """The whole top-level header, decoded and folded."""
@@ -306,6 +324,7 @@ def _collect_body(part: MimePart, texts: list[str]) -> None:
 # --- Evaluation ----------------------------------------------------------------------------
 
 _CONTENT_KEYS = (Header, From, To, Cc, Bcc, Subject, Body, Text, SentBefore, SentOn, SentSince)
+_BODY_KEYS = (Body, Text)  # the others read the top-level header only
 
 
 def _children(key: SearchKey) -> tuple[SearchKey, ...]:
@@ -327,12 +346,15 @@ class CompiledSearch:
     command can hold cannot exhaust Python's stack.
     """
 
-    __slots__ = ("_needs", "_order", "key")
+    __slots__ = ("_needs", "_order", "key", "needs_body")
 
     def __init__(self, key: SearchKey) -> None:
         self.key = key
         self._needs: dict[int, bool] = {}
         self._order: dict[int, tuple[SearchKey, ...]] = {}
+        # Whether a key may read past the top-level header (BODY, TEXT): without one, the
+        # message's header alone answers (a search index of headers may stand in for it).
+        self.needs_body = False
         stack: list[tuple[SearchKey, bool]] = [(key, False)]
         while stack:  # iterative post-order walk
             node, expanded = stack.pop()
@@ -341,6 +363,7 @@ class CompiledSearch:
             children = _children(node)
             if not children and not isinstance(node, And):
                 self._needs[id(node)] = isinstance(node, _CONTENT_KEYS)
+                self.needs_body = self.needs_body or isinstance(node, _BODY_KEYS)
             elif not expanded:
                 stack.append((node, True))
                 stack.extend((child, False) for child in children)
@@ -353,6 +376,22 @@ class CompiledSearch:
     def needs_message(self) -> bool:
         """Whether matching may read the message content (not only its metadata)."""
         return self._needs[id(self.key)]
+
+    def required_words(self) -> tuple[bytes, ...]:
+        """Needles every matching message's header must contain, when it is plain 7-bit text
+        (see ``plain_lowered``): those of the header keys the whole key is a conjunction of
+        (not under OR or NOT), ASCII and without white space (``_cannot_contain``)."""
+        words: list[bytes] = []
+        stack = [self.key]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, And):
+                stack.extend(node.keys)
+            elif isinstance(node, Header | From | To | Cc | Bcc | Subject):
+                needle = fold_text(node.value)
+                if needle and needle.isascii() and " " not in needle:
+                    words.append(needle.encode())
+        return tuple(words)
 
     def matches(self, target: SearchTarget, context: SearchContext) -> bool:
         """Whether *target* satisfies the key.  Never raises because of the message content;
@@ -400,13 +439,15 @@ def matches(key: SearchKey, target: SearchTarget, context: SearchContext) -> boo
 class _Evaluation:
     """One message being matched: the leaf keys, and the lazily loaded content."""
 
-    __slots__ = ("_flags", "_text", "context", "target")
+    __slots__ = ("_flags", "_lowered", "_raw", "_text", "context", "target")
 
     def __init__(self, target: SearchTarget, context: SearchContext) -> None:
         self.target = target
         self.context = context
         self._flags: set[str] | None = None
         self._text: MessageText | None = None
+        self._raw: bytes | None = None
+        self._lowered: bytes | None = None  # _raw in lower case, when it is plain ASCII text
 
     @property
     def flags(self) -> set[str]:
@@ -414,15 +455,28 @@ class _Evaluation:
             self._flags = {flag.lower() for flag in self.target.flags}
         return self._flags
 
+    def _load(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.target.load_message()
+        return self._raw
+
     @property
     def text(self) -> MessageText:
         if self._text is None:
-            self._text = MessageText(parse_message(self.target.load_message()))
+            self._text = MessageText(parse_message(self._load()))
         return self._text
 
     def header_contains(self, name: str, value: str) -> bool:
         needle = fold_text(value)
+        if needle and _cannot_contain(self._plain_lowered(), needle):
+            return False  # decided without parsing or decoding anything
         return any(needle in candidate for candidate in self.text.field_values(name))
+
+    def _plain_lowered(self) -> bytes | None:
+        """See ``plain_lowered``; computed once per message."""
+        if self._lowered is None:
+            self._lowered = plain_lowered(self._load()) or b""
+        return self._lowered or None
 
     def sent_date(self) -> date:
         sent = self.text.sent_date()

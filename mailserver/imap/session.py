@@ -26,7 +26,7 @@ from mailserver.imap.backend import AccountBackend, ImapDeps
 from mailserver.imap.connection import Connection, ConnectionClosed
 from mailserver.imap.fetch import flags_update, needs_content, render_fetch, sets_seen
 from mailserver.imap.framing import CommandLine, ContinuationNeeded, FramingError
-from mailserver.imap.search import CompiledSearch, SearchContext, SearchMessage
+from mailserver.imap.search import CompiledSearch, SearchContext, SearchMessage, plain_lowered
 from mailserver.imap.sequence import SequenceSet
 from mailserver.imap.view import MailboxView
 from mailserver.store.mailboxes import SEPARATOR, MailboxError, MailboxInfo
@@ -71,6 +71,7 @@ class Session:
         self.account: AccountBackend | None = None
         self.view: MailboxView | None = None
         self.condstore = False
+        self.qresync = False  # RFC 7162 §3.2.3, after ENABLE QRESYNC
         self._out: list[bytes] = []
         self._out_size = 0
         self._own_updates: set[tuple[int, int]] = set()  # (uid, modseq) this session already told
@@ -107,7 +108,7 @@ class Session:
         else:
             caps += [
                 "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
-                "LIST-STATUS", "CHILDREN", "CONDSTORE", "ESEARCH",
+                "LIST-STATUS", "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH",
             ]  # fmt: skip
         return caps
 
@@ -263,8 +264,7 @@ class Session:
             await self._emit(b"* BYE The selected mailbox was deleted\r\n")
             raise _Bye() from None
         told = view.apply(changes, allow_expunge=allow_expunge)
-        for seq in told.expunged:
-            await self._emit(b"* %d EXPUNGE\r\n" % seq)
+        await self._tell_expunged(list(zip(told.expunged, told.vanished, strict=True)))
         if told.exists is not None:
             await self._emit(b"* %d EXISTS\r\n" % told.exists)
         for seq, meta in told.updated:
@@ -389,9 +389,11 @@ class Session:
         return self.account
 
     async def _enable(self, command: p.Enable) -> None:
-        enabled = [cap for cap in command.capabilities if cap == "CONDSTORE"]
-        if "CONDSTORE" in enabled:
-            self.condstore = True
+        enabled = [cap for cap in command.capabilities if cap in ("CONDSTORE", "QRESYNC")]
+        if enabled:
+            self.condstore = True  # RFC 7162 §3.2.3: enabling QRESYNC enables CONDSTORE too
+        if "QRESYNC" in enabled:
+            self.qresync = True
         await self._emit(("* ENABLED " + " ".join(enabled)).rstrip().encode() + b"\r\n")
         await self._done(command)
 
@@ -401,14 +403,22 @@ class Session:
 
     async def _select(self, command: p.Select | p.Examine) -> None:
         account = self._backend()
+        if command.qresync is not None and not self.qresync:
+            # RFC 7162 §3.2.5: the parameter is only valid once QRESYNC is enabled.
+            await self._tagged(command.tag, "BAD", "Send ENABLE QRESYNC before using QRESYNC")
+            return
+        if self.view is not None:
+            # RFC 7162 §3.2.11: the end of the previous mailbox's responses.
+            await self._emit(b"* OK [CLOSED] Previous mailbox closed\r\n")
         self._deselect()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
-        box = await account.mailbox(command.mailbox)
-        if box is None:
+        opened = await account.open(command.mailbox)
+        if opened is None:
             await self._tagged(command.tag, "NO", "No such mailbox", "NONEXISTENT")
             return
-        info, uids, first_unseen, _ = await account.open(box)
+        info, rows = opened
         readonly = isinstance(command, p.Examine)
-        view = MailboxView(info, uids, readonly=readonly)
+        view = MailboxView(info, rows, readonly=readonly)
+        _, first_unseen = view.unseen()
         if command.condstore:
             self.condstore = True
         flags = wire.flag_list(SYSTEM_FLAGS)
@@ -416,11 +426,13 @@ class Session:
         permanent = b"()" if readonly else wire.flag_list((*SYSTEM_FLAGS, "\\*"))
         await self._emit(b"* OK [PERMANENTFLAGS " + permanent + b"] Flags permitted\r\n")
         await self._emit(b"* %d EXISTS\r\n* 0 RECENT\r\n" % view.exists)
-        if first_unseen is not None and (seq := view.seq_of(first_unseen)) is not None:
-            await self._emit(b"* OK [UNSEEN %d] First unseen\r\n" % seq)
+        if first_unseen is not None:
+            await self._emit(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
         await self._emit(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
         await self._emit(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uidnext)
         await self._emit(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % info.modseq)
+        if command.qresync is not None and command.qresync.uidvalidity == info.uidvalidity:
+            await self._resync(view, command.qresync)
         self.view = view
         self._watch = contextlib.ExitStack()
         self._changed = self._watch.enter_context(self.deps.imap.events.subscribe(info.id))
@@ -428,6 +440,33 @@ class Session:
         await self._tagged(
             command.tag, "OK", f"{command.name} completed", "READ-ONLY" if readonly else "READ-WRITE"
         )
+
+    async def _resync(self, view: MailboxView, since: p.QResync) -> None:
+        """RFC 7162 §3.2.5.1: what changed since the client's mod-sequence, right after SELECT's
+        usual answers: the UIDs expunged meanwhile (``VANISHED (EARLIER)``, among the known
+        UIDs when given), then the flags of every message changed meanwhile. Expunged UIDs are
+        kept with their mod-sequence (``ExpungedMessage``), so the answer is exact."""
+        largest = view.uidnext - 1
+        known = since.known_uids
+        gone = [
+            uid
+            for uid in await self._backend().vanished(view.mailbox_id, since.modseq)
+            if known is None or known.contains(uid, largest)
+        ]
+        if gone:
+            await self._emit(f"* VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}\r\n".encode())
+        rendered: dict[str, bytes] = {}
+        for index, modseq in enumerate(view.modseqs):
+            uid = view.uids[index]
+            if modseq <= since.modseq or (known is not None and not known.contains(uid, largest)):
+                continue
+            flags = view.flags[index]
+            flag_list = rendered.get(flags)
+            if flag_list is None:
+                flag_list = rendered[flags] = wire.flag_list(flags.split())
+            await self._emit(
+                b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (index + 1, uid, flag_list, modseq)
+            )
 
     async def _create(self, command: p.Create) -> None:
         account = self._backend()
@@ -614,9 +653,20 @@ class Session:
             return
         uids = view.resolve(command.uid_set, uid=True) if command.uid_set is not None else None
         gone = await self._backend().expunge(view.mailbox_id, uids)
-        for seq in view.forget(gone):
-            await self._emit(b"* %d EXPUNGE\r\n" % seq)
+        await self._tell_expunged(view.forget(gone))
         await self._done(command)
+
+    async def _tell_expunged(self, told: list[tuple[int, int]]) -> None:
+        """(sequence number, UID) of messages gone, highest first: ``* n EXPUNGE`` each, or,
+        once QRESYNC is enabled, one ``* VANISHED uid-set`` (RFC 7162 §3.2.10)."""
+        if not told:
+            return
+        if self.qresync:
+            uids = SequenceSet.from_numbers(uid for _, uid in told)
+            await self._emit(f"* VANISHED {uids}\r\n".encode())
+            return
+        for seq, _ in told:
+            await self._emit(b"* %d EXPUNGE\r\n" % seq)
 
     def _uids(self, sequence: SequenceSet, *, uid: bool) -> list[int] | None:
         view = self._view()
@@ -630,32 +680,31 @@ class Session:
         if uids is None:
             await self._tagged(command.tag, "BAD", "Invalid sequence number")
             return
+        if command.vanished:
+            # RFC 7162 §3.2.6: the UIDs of the set expunged since CHANGEDSINCE, before the FETCHes.
+            assert command.changedsince is not None  # the parser insists
+            largest = view.uidnext - 1
+            gone = [
+                u
+                for u in await account.vanished(view.mailbox_id, command.changedsince)
+                if command.sequence_set.contains(u, largest)
+            ]
+            if gone:
+                await self._emit(f"* VANISHED (EARLIER) {SequenceSet.from_numbers(gone)}\r\n".encode())
         items = command.effective_items
         seen_changed: set[int] = set()
         if sets_seen(items) and not view.readonly and uids:
             changed, _ = await account.store_flags(view.mailbox_id, uids, "+", ["\\Seen"], None)
             seen_changed = {m.uid for m in changed}
             self._own_updates.update((m.uid, m.modseq) for m in changed)
+            for meta in changed:
+                view.set_flags(meta.uid, meta.flags, meta.modseq)
         names = [item.name for item in items]
         if set(names) <= _LIGHT_FETCH:
-            # UID, FLAGS, MODSEQ only (a client's flag resync): no full metadata, no body.
-            flag_lists: dict[str, bytes] = {}
-            async for light in account.flags(view.mailbox_id, uids):
-                for uid, flags, modseq in light:
-                    if command.changedsince is not None and modseq <= command.changedsince:
-                        continue
-                    seq = view.seq_of(uid)
-                    if seq is None:
-                        continue
-                    rendered = flag_lists.get(flags)
-                    if rendered is None:
-                        rendered = flag_lists[flags] = wire.flag_list(flags.split())
-                    parts = [
-                        b"UID %d" % uid if name == "UID" else b"MODSEQ (%d)" % modseq if name == "MODSEQ"
-                        else b"FLAGS " + rendered
-                        for name in names
-                    ]  # fmt: skip
-                    await self._emit(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
+            # UID, FLAGS, MODSEQ only (a client's flag resync): answered from the view, brought
+            # up to date first (never with an EXPUNGE: RFC 3501 §7.4.1).
+            await self._sync(allow_expunge=False)
+            await self._fetch_light(command, names)
             await self._done(command, allow_expunge=command.uid)
             return
         content = needs_content(items)
@@ -677,6 +726,32 @@ class Session:
         await account.record_read(view.info.name, read)
         await self._done(command, allow_expunge=command.uid)
 
+    async def _fetch_light(self, command: p.Fetch, names: Sequence[str]) -> None:
+        view = self._view()
+        positions = view.positions(command.sequence_set, uid=command.uid)
+        uids, flags, modseqs = view.uids, view.flags, view.modseqs
+        since = command.changedsince
+        rendered: dict[str, bytes] = {}
+        lines: list[bytes] = []
+        for index in positions:
+            modseq = modseqs[index]
+            if since is not None and modseq <= since:
+                continue
+            flag_list = rendered.get(flags[index])
+            if flag_list is None:
+                flag_list = rendered[flags[index]] = b"FLAGS " + wire.flag_list(flags[index].split())
+            parts = [
+                b"UID %d" % uids[index] if name == "UID" else b"MODSEQ (%d)" % modseq if name == "MODSEQ"
+                else flag_list
+                for name in names
+            ]  # fmt: skip
+            lines.append(b"* %d FETCH (%s)\r\n" % (index + 1, b" ".join(parts)))
+            if len(lines) >= 512:
+                await self._emit(b"".join(lines))
+                lines = []
+        if lines:
+            await self._emit(b"".join(lines))
+
     async def _store(self, command: p.Store) -> None:
         view, account = self._view(), self._backend()
         if view.readonly:
@@ -691,6 +766,8 @@ class Session:
             view.mailbox_id, uids, command.mode, flags, command.unchangedsince
         )
         self._own_updates.update((m.uid, m.modseq) for m in changed)
+        for meta in changed:
+            view.set_flags(meta.uid, meta.flags, meta.modseq)
         if not command.silent:
             for meta in changed:
                 seq = view.seq_of(meta.uid)
@@ -728,11 +805,72 @@ class Session:
             # RFC 6851 §4.3: COPYUID comes in an untagged OK, before the EXPUNGEs.
             if code:
                 await self._emit(f"* OK [{code}] Moved\r\n".encode())
-            for seq in view.forget([src for src, _ in pairs]):
-                await self._emit(b"* %d EXPUNGE\r\n" % seq)
+            await self._tell_expunged(view.forget([src for src, _ in pairs]))
             await self._done(command)
         else:
             await self._done(command, code=code)
+
+    def _search_view(
+        self, compiled: CompiledSearch, context: SearchContext, *, uid: bool
+    ) -> tuple[list[int], int]:
+        """A flag-only search over the view: (UIDs or sequence numbers, highest mod-sequence of
+        the matches). When the key looks at nothing but flags, it is evaluated once per distinct
+        set of flags, not once per message."""
+        view = self._view()
+        by_flags = not any(isinstance(n, _PER_MESSAGE_KEYS) for n in _nodes(compiled.key))
+        verdicts: dict[str, bool] = {}
+        found: list[int] = []
+        highest = 0
+        uids, flags, modseqs = view.uids, view.flags, view.modseqs
+        pending = view.has_pending_expunges
+        for index, uid_ in enumerate(uids):
+            if pending and view.is_expunged(uid_):
+                continue  # gone from the store, not yet told: left out (RFC 2180 §4.1.3)
+            flag_text = flags[index]
+            verdict = verdicts.get(flag_text) if by_flags else None
+            if verdict is None:
+                target = SearchMessage(
+                    index + 1, uid_, set(flag_text.split()), _EPOCH, 0, modseqs[index], _loader(None)
+                )
+                verdict = compiled.matches(target, context)
+                if by_flags:
+                    verdicts[flag_text] = verdict
+            if verdict:
+                found.append(uid_ if uid else index + 1)
+                highest = max(highest, modseqs[index])
+        return found, highest
+
+    async def _search_headers(
+        self, compiled: CompiledSearch, context: SearchContext, *, uid: bool
+    ) -> tuple[list[int], int, list[int]]:
+        """A search on header fields (and flags, numbers): (UIDs or sequence numbers, highest
+        mod-sequence of the matches, UIDs whose header was read)."""
+        view, account = self._view(), self._backend()
+        found: list[int] = []
+        read: list[int] = []
+        highest = 0
+        flag_sets: dict[str, set[str]] = {}
+        words = compiled.required_words()
+        async for _, headers in account.header_batches(view.mailbox_id, list(view.uids), with_meta=False):
+            for uid_, header in headers.items():
+                index = view.index_of(uid_)
+                if index is None or view.is_expunged(uid_):
+                    continue
+                read.append(uid_)
+                if words and (lowered := plain_lowered(header)) is not None:
+                    if any(word not in lowered for word in words):
+                        continue  # a word the key requires is missing: no need to parse
+                flag_text = view.flags[index]
+                flags = flag_sets.get(flag_text)
+                if flags is None:
+                    flags = flag_sets[flag_text] = set(flag_text.split())
+                modseq = view.modseqs[index]
+                target = SearchMessage(index + 1, uid_, flags, _EPOCH, 0, modseq, _loader(header))
+                if compiled.matches(target, context):
+                    found.append(uid_ if uid else index + 1)
+                    highest = max(highest, modseq)
+        found.sort()
+        return found, highest, read
 
     async def _search(self, command: p.Search) -> None:
         view, account = self._view(), self._backend()
@@ -752,18 +890,21 @@ class Session:
         highest = 0
         read: list[int] = []
         if _flags_only(command.key):
-            # Flags, numbers and mod-sequences only: no dates, sizes or bodies to read.
-            async for light in account.flags(view.mailbox_id, list(view.uids)):
-                for uid, flags, modseq in light:
-                    seq = view.seq_of(uid)
-                    if seq is None:
-                        continue
-                    target = SearchMessage(seq, uid, set(flags.split()), _EPOCH, 0, modseq, _loader(None))
-                    if compiled.matches(target, context):
-                        found.append(uid if command.uid else seq)
-                        highest = max(highest, modseq)
+            # Flags, numbers and mod-sequences only: answered from the view, brought up to date
+            # first (never with an EXPUNGE: RFC 3501 §7.4.1).
+            await self._sync(allow_expunge=False)
+            found, highest = self._search_view(compiled, context, uid=command.uid)
+        elif compiled.needs_message and not compiled.needs_body and not _uses_metadata(command.key):
+            # Header fields, flags and numbers: the sealed header index and the view answer.
+            await self._sync(allow_expunge=False)
+            found, highest, read = await self._search_headers(compiled, context, uid=command.uid)
         else:
-            batches = account.fetch_batches(view.mailbox_id, list(view.uids), content=compiled.needs_message)
+            uids = list(view.uids)
+            if compiled.needs_message and not compiled.needs_body:
+                # Header fields only: the sealed header index answers (see headerindex).
+                batches = account.header_batches(view.mailbox_id, uids, with_meta=True)
+            else:
+                batches = account.fetch_batches(view.mailbox_id, uids, content=compiled.needs_message)
             async for batch, bodies in batches:
                 for meta in batch:
                     seq = view.seq_of(meta.uid)
@@ -796,6 +937,9 @@ class Session:
 
 
 _LIGHT_FETCH = frozenset({"UID", "FLAGS", "MODSEQ"})
+# Keys on the internal date or the size: the view does not hold those.
+_METADATA_KEYS = (sk.Before, sk.On, sk.Since, sk.Older, sk.Younger, sk.Larger, sk.Smaller)
+_PER_MESSAGE_KEYS = (sk.SequenceKey, sk.UidKey, sk.ModSeq)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLAG_KEYS = (
     sk.All,
@@ -837,6 +981,10 @@ def _loader(data: bytes | None) -> Callable[[], bytes]:
         return data if data is not None else b""
 
     return load
+
+
+def _uses_metadata(key: sk.SearchKey) -> bool:
+    return any(isinstance(node, _METADATA_KEYS) for node in _nodes(key))
 
 
 def _uses_modseq(key: sk.SearchKey) -> bool:

@@ -18,14 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from mailserver.store.blobs import BlobStore
+from mailserver.store.blobs import BlobNotFound, BlobStore
 from mailserver.store.mailstore import new_uidvalidity
 from mailserver.store.notify import notify_changed
 from mailserver.store.tables import Blob, BlobChunk, ExpungedMessage, Mailbox, Message
 from openmss.db.base import table, utcnow
+from openmss.db.reads import Reads
 
 SEPARATOR = "/"
 _BATCH = 2000  # rows per query when streaming metadata
@@ -79,6 +79,22 @@ def _info(box: Mailbox) -> MailboxInfo:
     )
 
 
+_BOX_COLUMNS = (
+    Mailbox.id,
+    Mailbox.name,
+    Mailbox.special_use,
+    Mailbox.subscribed,
+    Mailbox.uidvalidity,
+    Mailbox.uidnext,
+    Mailbox.modseq,
+)
+
+
+def _box_row(row: Any) -> MailboxInfo:
+    box_id, name, special_use, subscribed, uidvalidity, uidnext, modseq = row
+    return MailboxInfo(box_id, name, special_use, bool(subscribed), uidvalidity, uidnext, modseq)
+
+
 def _meta(row: Message) -> MessageMeta:
     return MessageMeta(
         row.id,
@@ -110,7 +126,7 @@ def check_name(name: str) -> str:
     return name
 
 
-_META_COLUMNS = (
+META_COLUMNS = (
     Message.id,
     Message.uid,
     Message.flags,
@@ -122,64 +138,95 @@ _META_COLUMNS = (
 )
 
 
-def _meta_row(row: Any) -> MessageMeta:
+def meta_row(row: Any) -> MessageMeta:
+    """A ``MessageMeta`` from a row of the ``META_COLUMNS`` (in that order)."""
     mid, uid, flags, date, size, modseq, blob, dor = row
     return MessageMeta(mid, uid, tuple(flags.split()) if flags else (), date, size, modseq, blob, bool(dor))
+
+
+class _Q:
+    """The read statements, built once (see ``openmss.db.reads.Reads``)."""
+
+    boxes = select(*_BOX_COLUMNS).where(Mailbox.account_id == bindparam("account")).order_by(Mailbox.name)
+    box_named = select(*_BOX_COLUMNS).where(
+        Mailbox.account_id == bindparam("account"), Mailbox.name == bindparam("name")
+    )
+    box = select(*_BOX_COLUMNS).where(Mailbox.id == bindparam("box"))
+    _unseen = ~Message.flags.contains("\\Seen", autoescape=True)
+    summary = select(
+        func.count(),
+        func.sum(case((_unseen, 1), else_=0)),
+        func.min(case((_unseen, Message.uid), else_=None)),
+    ).where(Message.mailbox_id == bindparam("box"))
+    index = (
+        select(Message.uid, Message.flags, Message.modseq)
+        .where(Message.mailbox_id == bindparam("box"))
+        .order_by(Message.uid)
+    )
+    metas = (
+        select(*META_COLUMNS)
+        .where(
+            Message.mailbox_id == bindparam("box"),
+            Message.uid >= bindparam("lo"),
+            Message.uid <= bindparam("hi"),
+        )
+        .order_by(Message.uid)
+    )
+    small_bodies = (
+        select(Blob.id, BlobChunk.data)
+        .join(BlobChunk, BlobChunk.blob_id == Blob.id)
+        .where(Blob.id.in_(bindparam("ids", expanding=True)), Blob.chunk_count == 1)
+    )
+    changed = (
+        select(*META_COLUMNS)
+        .where(Message.mailbox_id == bindparam("box"), Message.modseq > bindparam("since"))
+        .order_by(Message.uid)
+    )
+    expunged = (
+        select(ExpungedMessage.uid)
+        .where(ExpungedMessage.mailbox_id == bindparam("box"), ExpungedMessage.modseq > bindparam("since"))
+        .order_by(ExpungedMessage.uid)
+    )
+    chunk_count = select(Blob.chunk_count).where(Blob.id == bindparam("blob"))
+    chunk = select(BlobChunk.data).where(
+        BlobChunk.blob_id == bindparam("blob"), BlobChunk.seq == bindparam("seq")
+    )
 
 
 class MailboxStore:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
-    # Mailboxes: reads -------------------------------------------------------------------------
+    # Mailboxes: reads (``Reads``: prebuilt Core statements, see openmss.db.reads) ---------
 
-    async def list_mailboxes(self, session: AsyncSession, account_id: int) -> list[MailboxInfo]:
-        rows = await session.scalars(
-            select(Mailbox).where(Mailbox.account_id == account_id).order_by(Mailbox.name)
-        )
-        return [_info(b) for b in rows]
+    async def list_mailboxes(self, reads: Reads, account_id: int) -> list[MailboxInfo]:
+        return [_box_row(row) for row in await reads.rows(_Q.boxes, {"account": account_id})]
 
-    async def get(self, session: AsyncSession, account_id: int, name: str) -> MailboxInfo | None:
-        name = normalize_name(name)
-        box = (
-            await session.scalars(
-                select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == name)
-            )
-        ).first()
-        return _info(box) if box else None
+    async def get(self, reads: Reads, account_id: int, name: str) -> MailboxInfo | None:
+        rows = await reads.rows(_Q.box_named, {"account": account_id, "name": normalize_name(name)})
+        return _box_row(rows[0]) if rows else None
 
-    async def info(self, session: AsyncSession, mailbox_id: int) -> MailboxInfo | None:
-        box = await session.get(Mailbox, mailbox_id, populate_existing=True)
-        return _info(box) if box else None
+    async def info(self, reads: Reads, mailbox_id: int) -> MailboxInfo | None:
+        rows = await reads.rows(_Q.box, {"box": mailbox_id})
+        return _box_row(rows[0]) if rows else None
 
-    async def counts(self, session: AsyncSession, mailbox_id: int) -> tuple[int, int]:
+    async def counts(self, reads: Reads, mailbox_id: int) -> tuple[int, int]:
         """(messages, unseen)."""
-        total, unseen, _ = await self.summary(session, mailbox_id)
+        total, unseen, _ = await self.summary(reads, mailbox_id)
         return total, unseen
 
-    async def summary(self, session: AsyncSession, mailbox_id: int) -> tuple[int, int, int | None]:
+    async def summary(self, reads: Reads, mailbox_id: int) -> tuple[int, int, int | None]:
         """(messages, unseen, first unseen UID) in one pass over the mailbox's rows."""
-        unseen = ~Message.flags.contains("\\Seen", autoescape=True)
-        row = (
-            await session.execute(
-                select(
-                    func.count(),
-                    func.sum(case((unseen, 1), else_=0)),
-                    func.min(case((unseen, Message.uid), else_=None)),
-                ).where(Message.mailbox_id == mailbox_id)
-            )
-        ).one()
+        [row] = await reads.rows(_Q.summary, {"box": mailbox_id})
         return int(row[0] or 0), int(row[1] or 0), int(row[2]) if row[2] is not None else None
 
     # Messages: reads ------------------------------------------------------------------------
 
-    async def uids(self, session: AsyncSession, mailbox_id: int) -> list[int]:
-        """Every UID of the mailbox, ascending: the session's sequence-number map."""
-        # One buffered query: streaming would cost a greenlet switch per row.
-        result = await session.scalars(
-            select(Message.uid).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
-        )
-        return [int(uid) for uid in result]
+    async def index(self, reads: Reads, mailbox_id: int) -> list[tuple[int, str, int]]:
+        """(UID, flags as stored, mod-sequence) of every message, by ascending UID: what a
+        session keeps of its selected mailbox (see ``mailserver.imap.view``)."""
+        rows = await reads.rows(_Q.index, {"box": mailbox_id})
+        return [(int(uid), flags, int(modseq)) for uid, flags, modseq in rows]
 
     @staticmethod
     def batches(uids: Sequence[int], size: int = _BATCH) -> list[list[int]]:
@@ -187,76 +234,56 @@ class MailboxStore:
         ordered = sorted(uids)
         return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
-    async def metas_batch(
-        self, session: AsyncSession, mailbox_id: int, chunk: Sequence[int]
-    ) -> list[MessageMeta]:
+    async def metas_batch(self, reads: Reads, mailbox_id: int, chunk: Sequence[int]) -> list[MessageMeta]:
         """Metadata of one batch of UIDs (ascending), read by UID range."""
         if not chunk:
             return []
         contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
         wanted = None if contiguous else set(chunk)
-        rows = await session.execute(
-            select(*_META_COLUMNS)
-            .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
-            .order_by(Message.uid)
-        )
-        return [_meta_row(row) for row in rows if wanted is None or row[1] in wanted]
+        rows = await reads.rows(_Q.metas, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
+        return [meta_row(row) for row in rows if wanted is None or row[1] in wanted]
 
-    async def flags_batch(
-        self, session: AsyncSession, mailbox_id: int, chunk: Sequence[int]
-    ) -> list[tuple[int, str, int]]:
-        """(UID, flags as stored, mod-sequence) of one batch: what FETCH (FLAGS) and flag-only
-        searches need, without building full metadata."""
-        if not chunk:
-            return []
-        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
-        wanted = None if contiguous else set(chunk)
-        rows = await session.execute(
-            select(Message.uid, Message.flags, Message.modseq)
-            .where(Message.mailbox_id == mailbox_id, Message.uid >= chunk[0], Message.uid <= chunk[-1])
-            .order_by(Message.uid)
-        )
-        return [(uid, flags, modseq) for uid, flags, modseq in rows if wanted is None or uid in wanted]
-
-    async def bodies(self, session: AsyncSession, blob_ids: Sequence[int]) -> dict[int, bytes]:
+    async def bodies(self, reads: Reads, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Several small bodies in one query (a batch of messages to search); bodies of more
         than one chunk are left out: read them with ``body``."""
         if not blob_ids:
             return {}
-        rows = await session.execute(
-            select(Blob.id, BlobChunk.data)
-            .join(BlobChunk, BlobChunk.blob_id == Blob.id)
-            .where(Blob.id.in_(sorted(set(blob_ids))), Blob.chunk_count == 1)
-        )
+        rows = await reads.rows(_Q.small_bodies, {"ids": sorted(set(blob_ids))})
         return {int(blob_id): bytes(data) for blob_id, data in rows}
 
-    async def changes(
-        self, session: AsyncSession, mailbox_id: int, since_modseq: int, known_uidnext: int
-    ) -> Changes:
-        box = await session.get(Mailbox, mailbox_id, populate_existing=True)
+    async def changes(self, reads: Reads, mailbox_id: int, since_modseq: int, known_uidnext: int) -> Changes:
+        box = await self.info(reads, mailbox_id)
         if box is None:
             raise MailboxError("the mailbox was deleted", "NONEXISTENT")
         changes = Changes(box.modseq, box.uidnext)
         if box.modseq <= since_modseq:
             return changes
-        rows = await session.execute(
-            select(*_META_COLUMNS)
-            .where(Message.mailbox_id == mailbox_id, Message.modseq > since_modseq)
-            .order_by(Message.uid)
-        )
-        for row in rows:
-            meta = _meta_row(tuple(row))
+        params = {"box": mailbox_id, "since": since_modseq}
+        for row in await reads.rows(_Q.changed, params):
+            meta = meta_row(tuple(row))
             (changes.new if meta.uid >= known_uidnext else changes.updated).append(meta)
-        gone = await session.scalars(
-            select(ExpungedMessage.uid)
-            .where(ExpungedMessage.mailbox_id == mailbox_id, ExpungedMessage.modseq > since_modseq)
-            .order_by(ExpungedMessage.uid)
-        )
-        changes.expunged = [int(u) for u in gone if int(u) < known_uidnext]
+        gone = await reads.rows(_Q.expunged, params)
+        changes.expunged = [int(u) for (u,) in gone if int(u) < known_uidnext]
         return changes
 
-    async def body(self, session: AsyncSession, meta: MessageMeta) -> bytes:
-        return b"".join([chunk async for chunk in self.blobs.get(session, meta.blob_id)])
+    async def expunged_since(self, reads: Reads, mailbox_id: int, since_modseq: int) -> list[int]:
+        """UIDs expunged after ``since_modseq``, ascending (expunge records are kept as long as
+        the mailbox: QRESYNC's VANISHED (EARLIER) is exact)."""
+        rows = await reads.rows(_Q.expunged, {"box": mailbox_id, "since": since_modseq})
+        return [int(uid) for (uid,) in rows]
+
+    async def body(self, reads: Reads, meta: MessageMeta) -> bytes:
+        """A whole message as stored, chunk by chunk (a large one: see ``bodies``)."""
+        count = await reads.scalar(_Q.chunk_count, {"blob": meta.blob_id})
+        if count is None:
+            raise BlobNotFound(meta.blob_id)
+        parts: list[bytes] = []
+        for seq in range(count):
+            data = await reads.scalar(_Q.chunk, {"blob": meta.blob_id, "seq": seq})
+            if data is None:
+                raise BlobNotFound(f"{meta.blob_id}/{seq}")
+            parts.append(bytes(data))
+        return b"".join(parts)
 
     # Mailboxes: writes (synchronous, inside the caller's transaction) -------------------------
 
@@ -377,10 +404,10 @@ class MailboxStore:
         for start in range(0, len(wanted), _BATCH):
             chunk = wanted[start : start + _BATCH]
             rows = conn.execute(
-                select(*_META_COLUMNS).where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
+                select(*META_COLUMNS).where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
             ).all()
             for row in rows:
-                meta = _meta_row(tuple(row))
+                meta = meta_row(tuple(row))
                 if unchanged_since is not None and meta.modseq > unchanged_since:
                     refused.append(meta.uid)
                     continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.message.pgpmime import PgpMimeError, decrypt_message
+from mailserver.store import headerindex
 from mailserver.store.mailstore import MailStore, StoredMessage
 from openmss.keyring.store import KeyChain
 
@@ -24,6 +25,7 @@ class MessageReader:
     def __init__(self, store: MailStore, chain: KeyChain) -> None:
         self._store = store
         self._chain = chain
+        self._index = headerindex.Sealer(chain.dk)
 
     @property
     def account_id(self) -> int:
@@ -40,3 +42,10 @@ class MessageReader:
             return decrypt_message(stored, self._chain.secrets)
         except PgpMimeError as exc:
             raise UnreadableMessage(f"message {message.mailbox_id}/{message.uid}: {exc}") from None
+
+    def seal_header(self, message_id: int, blob_id: int, header: bytes) -> bytes:
+        """A message's header, sealed for the header index (see ``headerindex``)."""
+        return self._index.seal(message_id, blob_id, header)
+
+    def open_header(self, message_id: int, blob_id: int, sealed: bytes) -> bytes | None:
+        return self._index.unseal(message_id, blob_id, sealed)

@@ -101,3 +101,17 @@ class ExpungedMessage(Base):
     uid: Mapped[int] = mapped_column(BigId, primary_key=True)
     modseq: Mapped[int] = mapped_column(BigId)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageHeader(Base):
+    """The header of a message the server can read, sealed (AES-256-GCM) under a key derived
+    from its owner's data key: what SEARCH FROM/SUBJECT/HEADER… reads instead of decrypting
+    every message (see ``mailserver.store.headerindex``). Written by a session that has read
+    the message (or appended it); never readable without the owner's password."""
+
+    __tablename__ = "message_headers"
+
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)

@@ -66,15 +66,24 @@ def derive_key(password: str, kdf: str) -> bytes:
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(_NONCE)
-    return bytes([_VERSION]) + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return seal_with(AESGCM(key), plaintext, aad)
 
 
 def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    return unseal_with(AESGCM(key), sealed, aad)
+
+
+def seal_with(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    """``seal`` with a ready AES-GCM context (for many values under one key)."""
+    nonce = os.urandom(_NONCE)
+    return bytes([_VERSION]) + nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def unseal_with(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
     if len(sealed) < 1 + _NONCE + 16 or sealed[0] != _VERSION:
         raise WrongKey("not a sealed value of a known version")
     try:
-        return AESGCM(key).decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], aad)
+        return aead.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], aad)
     except InvalidTag:
         raise WrongKey("wrong key, or the sealed value was altered") from None
 

@@ -16,14 +16,17 @@ upgrade; readers use deferred transactions and never block the writer (WAL).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
+
+from openmss.db import inline_sqlite
+from openmss.db.reads import ReadEngine, Reads
 
 
 def _sqlite_pragmas(dbapi_connection: Any) -> None:
@@ -72,12 +75,16 @@ def _sync_writer_engine(url: str) -> Engine:
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> AsyncEngine:
+    path = make_url(url).database
+    inline = not writer and path not in (None, "", ":memory:")
     engine = create_async_engine(
         url,
         poolclass=AsyncAdaptedQueuePool,
         pool_size=1 if writer else 5,
         max_overflow=0 if writer else 10,
         connect_args={"timeout": 30},
+        # Reads run on the event loop (see inline_sqlite); the writer keeps aiosqlite's thread.
+        **({"async_creator": inline_sqlite.connector(str(path), timeout=30)} if inline else {}),
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -107,12 +114,18 @@ class Database:
         self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._sync_engine: Engine | None = None
         self._sync_sessions: sessionmaker[Session] | None = None
+        self._reads = ReadEngine(url, self.engine)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading; nothing it does is committed."""
         async with self._read() as session:
             yield session
+
+    def reads(self) -> AbstractAsyncContextManager[Reads]:
+        """Core statements in one read transaction, at the least cost (see ``reads``): what the
+        mail sessions' hot paths use."""
+        return self._reads.reads()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -130,6 +143,7 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        self._reads.dispose()
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()

@@ -36,6 +36,7 @@ from mailserver.imap.parser import (
     Noop,
     ParseError,
     ParserLimits,
+    QResync,
     Rename,
     Search,
     Section,
@@ -245,8 +246,43 @@ def test_select_and_examine() -> None:
     assert parse(b'a SELECT "INBOX" (CONDSTORE)') == Select(tag="a", mailbox="INBOX", condstore=True)
     assert parse(b"a EXAMINE Archive (condstore)") == Examine(tag="a", mailbox="Archive", condstore=True)
     assert parse(b"a EXAMINE Archive") == Examine(tag="a", mailbox="Archive")
-    assert fails(b"a SELECT INBOX (QRESYNC (1 2))").reason == "unsupported select parameter QRESYNC"
+    assert fails(b"a SELECT INBOX (FOO)").reason == "unsupported or repeated select parameter FOO"
     assert fails(b"a SELECT INBOX ()").reason == "expected select parameter"
+
+
+def test_select_qresync_parameter() -> None:
+    # RFC 7162 §3.2.5 and the examples of §3.2.5.2.
+    assert parse(b"A02 SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))") == Select(
+        tag="A02", mailbox="INBOX", qresync=QResync(67890007, 20050715194045000, seq("41,43:211,214:541"))
+    )
+    command = parse(
+        b"B04 EXAMINE INBOX (QRESYNC (67890007 90060115194045000 1:29997 (5000,7500 15000,22000)))"
+    )
+    assert command == Examine(
+        tag="B04",
+        mailbox="INBOX",
+        qresync=QResync(67890007, 90060115194045000, seq("1:29997"), (seq("5000,7500"), seq("15000,22000"))),
+    )
+    assert parse(b"a SELECT INBOX (QRESYNC (1 0 (1:3 5:7)))") == Select(
+        tag="a", mailbox="INBOX", qresync=QResync(1, 0, None, (seq("1:3"), seq("5:7")))
+    )
+    both = parse(b"a SELECT INBOX (CONDSTORE QRESYNC (9 100))")
+    assert both == Select(tag="a", mailbox="INBOX", condstore=True, qresync=QResync(9, 100))
+    assert fails(b"a SELECT INBOX (QRESYNC (0 1))").status == "BAD"  # UIDVALIDITY is non-zero
+    assert fails(b"a SELECT INBOX (QRESYNC (1))").status == "BAD"
+    assert fails(b"a SELECT INBOX (QRESYNC (1 2) QRESYNC (1 2))").status == "BAD"
+
+
+def test_fetch_vanished_modifier() -> None:
+    # RFC 7162 §3.2.6: UID FETCH only, with CHANGEDSINCE.
+    command = parse(b"a UID FETCH 300:500 (FLAGS) (CHANGEDSINCE 12345 VANISHED)")
+    assert isinstance(command, Fetch) and command.vanished and command.changedsince == 12345
+    assert (
+        fails(b"a FETCH 1:5 (FLAGS) (CHANGEDSINCE 1 VANISHED)").reason
+        == "VANISHED needs UID FETCH and CHANGEDSINCE"
+    )
+    assert fails(b"a UID FETCH 1:5 (FLAGS) (VANISHED)").status == "BAD"
+    assert fails(b"a UID FETCH 1:5 (FLAGS) (VANISHED VANISHED CHANGEDSINCE 1)").status == "BAD"
 
 
 def test_create() -> None:
@@ -753,8 +789,8 @@ def test_fetch_duplicates_are_dropped() -> None:
         (b"BODY[", "expected ]"),
         (b"BODY<0.1>", "unknown fetch attribute BODY<0.1>"),
         (b"FLAGS (CHANGEDSINCE 0)", "mod-sequence must not be zero"),
-        (b"FLAGS (CHANGEDSINCE 1 CHANGEDSINCE 2)", "unsupported fetch modifier CHANGEDSINCE"),
-        (b"FLAGS (VANISHED)", "unsupported fetch modifier VANISHED"),
+        (b"FLAGS (CHANGEDSINCE 1 CHANGEDSINCE 2)", "unsupported or repeated fetch modifier CHANGEDSINCE"),
+        (b"FLAGS (VANISHED)", "VANISHED needs UID FETCH and CHANGEDSINCE"),
         (b"FLAGS ()", "expected fetch modifier"),
     ],
 )

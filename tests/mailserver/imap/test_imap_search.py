@@ -345,3 +345,40 @@ def test_arbitrary_messages_never_raise(data: bytes, keys: list[sk.SearchKey]) -
     result = matches(sk.And(tuple(keys)), message, CONTEXT)
     assert result is matches(sk.Not(sk.Not(sk.And(tuple(keys)))), message, CONTEXT)
     assert matches(sk.Or(sk.And(tuple(keys)), sk.Not(sk.And(tuple(keys)))), message, CONTEXT)
+
+
+# The shortcut for plain 7-bit messages (a needle absent from the octets cannot match) must give
+# the same answers as decoding: each case below is one the shortcut must not get wrong.
+@pytest.mark.parametrize(
+    ("header", "needle", "expected"),
+    [
+        ("Subject: DISCHARGE summary", "discharge", True),  # case
+        ("Subject: discharge", "\uff44\uff49\uff53charge", True),  # full-width letters, NFKC
+        ("Subject: =?UTF-8?Q?d=C3=A9charge?=", "décharge", True),  # encoded-word
+        ("Subject: =?UTF-8?Q?discharge?=", "discharge", True),  # encoded-word, ASCII needle
+        ("Subject: compte\n rendu", "compte rendu", True),  # folded, needle with a space
+        ("Subject: compte\n rendu", "compterendu", False),
+        ("Subject: hello\nFrom: discharge@x.test", "discharge", False),  # another field
+        ("Subject: résumé", "resume", False),
+        ("Subject: résumé", "résumé", True),  # 8-bit header
+        ("Subject: ﬁchier", "fichier", True),  # ligature in 8-bit text, NFKC
+        ("Subject: nothing here", "discharge", False),
+    ],
+)
+def test_header_match_shortcut_agrees_with_decoding(header: str, needle: str, expected: bool) -> None:
+    message = target(crlf(f"{header}\nFrom: a@x.test\n\nbody with discharge\n"))
+    assert matches(sk.Subject(needle), message, CONTEXT) is expected
+
+
+def test_required_words_come_only_from_conjunctions_of_ascii_header_keys() -> None:
+    def words(key: sk.SearchKey) -> tuple[bytes, ...]:
+        return CompiledSearch(key).required_words()
+
+    assert words(sk.Subject("Discharge")) == (b"discharge",)
+    assert sorted(words(sk.And((sk.Subject("a1"), sk.From("B2"), sk.Flag("\\Seen"))))) == [b"a1", b"b2"]
+    assert words(sk.Or(sk.Subject("a"), sk.From("b"))) == ()
+    assert words(sk.Not(sk.Subject("a"))) == ()
+    assert words(sk.Subject("compte rendu")) == ()  # white space: folding may split it
+    assert words(sk.Subject("résumé")) == ()
+    assert words(sk.Header("X-Priority", "")) == ()  # "has the field": no word
+    assert words(sk.Body("discharge")) == ()  # bodies are encoded: no shortcut

@@ -172,7 +172,8 @@ async def test_mailbox_management_and_special_use(server):
     store = server.runtime.store
     async with server.runtime.db.read() as session:
         account = await store.account_by_address(session, alice)
-        names = [b.name for b in await MailboxStore(store.blobs).list_mailboxes(session, account.id)]
+    async with server.runtime.db.reads() as reads:
+        names = [b.name for b in await MailboxStore(store.blobs).list_mailboxes(reads, account.id)]
     assert "Café" in names and "Dossiers" in names
 
 
@@ -348,3 +349,80 @@ async def test_own_key_account_reads_its_mail_encrypted(server, tmp_path):
     assert b"OWN-KEY-7d1" not in served and pgpmime.is_encrypted(served)
     inner = await asyncio.to_thread(gpg.decrypt, pgpmime.encrypted_payload(served))
     assert b"Subject: Note OWN-KEY-7d1" in inner and inner.endswith(b"\r\n\r\nOWN-KEY-7d1\r\n")
+
+
+async def _index_rows(inst, expected: int = 0) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+    """The header index's rows, once there are ``expected`` of them (sessions write theirs as
+    they end, just after the client saw LOGOUT's answer), or after 5 s."""
+    from sqlalchemy import select
+
+    from mailserver.store.tables import MessageHeader
+
+    deadline = time.monotonic() + 5
+    while True:
+        async with inst.runtime.db.read() as session:
+            rows = await session.execute(select(MessageHeader.message_id, MessageHeader.sealed))
+            found = {int(mid): bytes(sealed) for mid, sealed in rows}
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_header_search_builds_and_uses_the_sealed_index(server):
+    alice = await server.add_account("alice")
+    encoded = "=?UTF-8?Q?R=C3=A9sultats_rendu?="
+    subjects = ["Compte rendu SECRET-IDX", "Ordonnance", "Compte rendu bis", encoded]
+    for n, subject in enumerate(subjects):
+        await asyncio.to_thread(_submit, server, alice, [alice], subject, f"corps {n}")
+    await server.wait_for_messages(alice, 4)
+    assert await _index_rows(server) == {}  # delivery holds no key to seal with
+
+    def search(subject: str) -> list[bytes]:
+        client = _imaps(server, alice)
+        client.select("INBOX")
+        if subject.isascii():
+            typ, data = client.uid("SEARCH", "SUBJECT", f'"{subject}"')
+        else:  # a literal, in UTF-8 (imaplib sends its last argument so)
+            client.literal = subject.encode()
+            typ, data = client.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT")
+        assert typ == "OK"
+        client.logout()  # the session writes its index entries before it ends
+        return data[0].split()
+
+    assert await asyncio.to_thread(search, "compte rendu") == [b"1", b"3"]
+    rows = await _index_rows(server, 4)
+    assert len(rows) == 4 and all(b"SECRET-IDX" not in v and b"Compte" not in v for v in rows.values())
+    # The index answers now; a tampered entry does not open and that message is read instead.
+    first = min(rows)
+    async with server.runtime.db.transaction() as session:
+        from sqlalchemy import update
+
+        from mailserver.store.tables import MessageHeader
+
+        await session.execute(
+            update(MessageHeader).where(MessageHeader.message_id == first).values(sealed=rows[max(rows)])
+        )
+    assert await asyncio.to_thread(search, "SECRET-IDX") == [b"1"]
+    assert await asyncio.to_thread(search, "ordonnance") == [b"2"]
+    assert await asyncio.to_thread(search, "RENDU") == [b"1", b"3", b"4"]  # 4: an encoded-word
+    assert await asyncio.to_thread(search, "résultats") == [b"4"]
+
+
+async def test_append_indexes_at_once_and_a_copy_is_indexed_when_read(server):
+    alice = await server.add_account("alice")
+    message = b"From: alice@a.test\r\nSubject: Brouillon indexe\r\n\r\nNote\r\n"
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        assert client.append("Drafts", None, None, message)[0] == "OK"
+        client.select("Drafts")
+        assert client.uid("SEARCH", "SUBJECT", "indexe")[1] == [b"1"]
+        assert client.uid("COPY", "1", "Archive")[0] == "OK"
+        client.select("Archive")
+        assert client.fetch("1", "(BODY.PEEK[])")[1][0][1] == message
+        assert client.uid("SEARCH", "FROM", "alice@a.test")[1] == [b"1"]
+        client.logout()
+
+    before = len(await _index_rows(server))
+    await asyncio.to_thread(run)
+    assert before == 0 and len(await _index_rows(server, 2)) == 2

@@ -68,3 +68,31 @@ def test_signature_verdicts(alice: pgp.GeneratedKey) -> None:
     assert pgp.verify_detached(data, b"garbage", known).verdict is pgp.Verdict.BAD
     revoked = pgp.load_cert(alice.public + bytes(cert.revoke(secret.certifier())))
     assert pgp.verify_detached(data, signature, lambda issuer: revoked).verdict is pgp.Verdict.REVOKED
+
+
+def test_dearmor_reads_what_sequoia_armours_with_headers_and_crlf(alice: pgp.GeneratedKey) -> None:
+    cert, secret = pgp.load_cert(alice.public), pgp.load_secret(alice.secret)
+    data = b"message " * 500
+    binary = pgp.encrypt(data, [cert], armor=False)
+    armoured = pgp.encrypt(data, [cert], armor=True)
+    assert pgp.dearmor(armoured) is not None and pgp.decrypt(armoured, secret) == data
+    # Armour headers, CRLF line ends, no checksum line: all read to the same packets.
+    text = sq.armor(binary, sq.ArmorKind.Message)
+    text = text.encode() if isinstance(text, str) else text
+    with_headers = text.replace(b"-----\n", b"-----\nVersion: GnuPG v2\nComment: test\n", 1)
+    crlf = with_headers.replace(b"\n", b"\r\n")
+    no_checksum = b"\n".join(line for line in with_headers.split(b"\n") if not line.startswith(b"="))
+    for variant in (with_headers, crlf, no_checksum):
+        assert pgp.dearmor(variant) == binary
+        assert pgp.decrypt(variant, secret) == data
+
+
+def test_dearmor_gives_way_to_sequoia_on_anything_else(alice: pgp.GeneratedKey) -> None:
+    cert, secret = pgp.load_cert(alice.public), pgp.load_secret(alice.secret)
+    binary = pgp.encrypt(b"hello", [cert], armor=False)
+    assert pgp.dearmor(binary) is None
+    assert pgp.dearmor(b"-----BEGIN PGP MESSAGE-----\n\nAAAA") is None  # no end line
+    assert pgp.dearmor(b"junk\n-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----\n") is None
+    assert pgp.decrypt(binary, secret) == b"hello"
+    with pytest.raises(pgp.PgpError):
+        pgp.decrypt(b"-----BEGIN PGP MESSAGE-----\n\n!!!!\n-----END PGP MESSAGE-----\n", secret)
