@@ -49,6 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+# The repository before bench/ on the path: bench/'s scripts (directory.py…) must not shadow the
+# packages they measure.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE.parent), str(_HERE)]
+
 DOMAIN = "bench.test"
 HOSTNAME = "mx.bench.test"
 PASSWORD = "bench-password-0123456789"

@@ -16,6 +16,7 @@ from openmss.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from openmss.accounts import Accounts
+    from openmss.db.engine import Database
 
 DEMO_ACCOUNTS = (
     ("dr.martin", "Dr Claire Martin (médecin généraliste)"),
@@ -43,8 +44,9 @@ async def cmd_db_upgrade(settings: Settings) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _accounts(settings: Settings) -> AsyncIterator[Accounts]:
-    """The account service on its own (no server running): one transaction per change."""
+async def accounts_for(settings: Settings) -> AsyncIterator[tuple[Database, Accounts]]:
+    """The database and the account service on their own (no server running): one transaction
+    per change."""
     from mailserver.store import DatabaseBlobStore, MailStore
     from openmss.accounts import Accounts, transaction_writer
     from openmss.crypto.keywrap import KdfParams
@@ -63,20 +65,47 @@ async def _accounts(settings: Settings) -> AsyncIterator[Accounts]:
             KdfParams(settings.key_kdf_memory_kib, settings.key_kdf_time_cost, settings.key_kdf_parallelism),
             escrow=load_escrow(settings),
         )
-        yield Accounts(
-            db=db,
-            store=MailStore(DatabaseBlobStore()),
-            keyring=keyring,
-            passwords=Passwords(),
-            write=transaction_writer(db),
+        yield (
+            db,
+            Accounts(
+                db=db,
+                store=MailStore(DatabaseBlobStore()),
+                keyring=keyring,
+                passwords=Passwords(),
+                write=transaction_writer(db),
+            ),
         )
     finally:
         await db.dispose()
 
 
+@contextlib.asynccontextmanager
+async def _accounts(settings: Settings) -> AsyncIterator[Accounts]:
+    async with accounts_for(settings) as (_, accounts):
+        yield accounts
+
+
 async def _add_account(settings: Settings, address: str, password: str, display_name: str = "") -> bool:
-    async with _accounts(settings) as accounts:
-        return await accounts.create(address, password, display_name, actor="cli") is not None
+    from directory.links import link_accounts
+
+    async with accounts_for(settings) as (db, accounts):
+        if await accounts.create(address, password, display_name, actor="cli") is None:
+            return False
+        async with db.transaction() as session:  # the directory's entry for this address, if any
+            await session.run_sync(lambda s: link_accounts(s.connection(), address))
+        return True
+
+
+def read_new_password() -> str | None:
+    """A new account's password, one line of standard input (never the command line); None,
+    said on stderr, when it is too short."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print(
+            "error: the password (read from standard input) must have at least 8 characters", file=sys.stderr
+        )
+        return None
+    return password
 
 
 def cmd_account_add(settings: Settings, address: str, display_name: str) -> int:
@@ -91,11 +120,8 @@ def cmd_account_add(settings: Settings, address: str, display_name: str) -> int:
             file=sys.stderr,
         )
         return 2
-    password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 8:
-        print(
-            "error: the password (read from standard input) must have at least 8 characters", file=sys.stderr
-        )
+    password = read_new_password()
+    if password is None:
         return 2
     created = asyncio.run(_add_account(settings, address, password, display_name))
     if not created:
@@ -306,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="import public keys of other operators' professionals (FILE, or - for stdin)"
     )
     key_import.add_argument("file")
+    trusts = sub.add_parser("trust", help="the trust list of operators")
+    trust = trusts.add_subparsers(dest="action", required=True)
+    trust_import = trust.add_parser(
+        "import", help="check a trust list (national XML or 'domain | DN' lines) and install it at trust_list"
+    )
+    trust_import.add_argument("file", help="the file, or - for standard input")
+    trust_list = trust.add_parser("list", help="print the trusted domains and their certificate DNs")
+    trust_list.add_argument("file", nargs="?", default=None, help="another file than the trust_list setting")
+    from directory.cli import add_parser as add_directory_parser
+    from directory.patient_cli import add_parser as add_patient_parser
+
+    add_directory_parser(sub)
+    add_patient_parser(sub)
     db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply schema migrations")
     queue = sub.add_parser("queue", help="the outbound queue").add_subparsers(dest="action", required=True)
@@ -340,6 +379,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from directory.keys import import_keys_cli
 
         return asyncio.run(import_keys_cli(settings, args.file))
+    if args.command == "trust":
+        from directory.trust_cli import cmd_trust_import, cmd_trust_list
+
+        if args.action == "import":
+            return cmd_trust_import(settings, args.file)
+        return cmd_trust_list(settings, args.file)
+    if args.command == "patient":
+        from directory.patient_cli import run as run_patient
+
+        return run_patient(settings, args)
+    if args.command == "directory":
+        from directory.cli import run as run_directory
+
+        return run_directory(settings, args)
     if args.command == "db":
         return asyncio.run(cmd_db_upgrade(settings))
     if args.command == "queue":

@@ -14,6 +14,8 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from directory.conversations import MessagingPolicy
+from directory.policy import AddressKinds, default_patient_domains
 from directory.trust import TrustListSource
 from mailserver.delivery import DeliveryReport, build_delivery
 from mailserver.imap.backend import ImapDeps
@@ -60,7 +62,12 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.effective_database_url)
         self.metrics = Metrics()
-        self.trust = TrustListSource(settings.trust_list) if settings.trust_list else TrustListSource.empty()
+        # Re-read when the file changes (``openmss trust import`` replaces it): no restart.
+        self.trust = (
+            TrustListSource(settings.trust_list, check_interval=settings.trust_list_check_seconds)
+            if settings.trust_list
+            else TrustListSource.empty()
+        )
         self.passwords = Passwords()
         self.throttle = LoginThrottle(
             max_failures=settings.login_max_failures,
@@ -105,6 +112,11 @@ class Runtime:
             on_key_change=self.sender_keys.forget,
         )
         self.events = MailboxEvents()
+        self.policy = MessagingPolicy(
+            self.db,
+            self.committer.run,
+            AddressKinds(frozenset(settings.patient_domains) or default_patient_domains(settings.domains)),
+        )
         self.imap: ImapServer | None = None
         self.tls_files: TlsFiles | None = None
         self.worker: QueueWorker | None = None
@@ -125,7 +137,12 @@ class Runtime:
         return files
 
     def http_routers(self) -> list[APIRouter]:
+        from directory.fhir_api import fhir_router
         from directory.publication import publication_router
+        from directory.search_api import directory_access, search_router
+        from webmail.autoconfig import autoconfig_router
+
+        directory_gate = directory_access(self.authenticator, self.settings.directory_search_auth)
 
         return [
             account_router(
@@ -138,6 +155,9 @@ class Runtime:
                 )
             ),
             publication_router(self.db, self.settings),
+            autoconfig_router(self.settings),
+            search_router(self.db, directory_gate),
+            fhir_router(self.db, directory_gate),
         ]
 
     # Events ----------------------------------------------------------------------------------
@@ -204,6 +224,7 @@ class Runtime:
             metrics=self.metrics,
             max_recipients=s.max_recipients,
             on_delivered=self.delivered,
+            policy=self.policy,
         )
         submission = SubmissionHandler(
             deps,

@@ -50,12 +50,21 @@ class Settings(BaseSettings):
     peer_ca_file: Path | None = None
     # The trust list: the national XML allow-list or the local "domain | DN" format.
     trust_list: Path | None = None
+    # How often (seconds, at most) the running server looks whether that file changed.
+    trust_list_check_seconds: float = 2.0
+    # Patients' domains (<INS matricule>@patient.<domain>), whose addresses follow the patients'
+    # messaging policy (directory/policy.py). Empty: patient.<each served domain>.
+    patient_domains: list[str] = Field(default_factory=list)
     # Static routes for outbound relay: domain -> "host:port".
     routes: dict[str, str] = Field(default_factory=dict)
 
     # The HTTP port speaks TLS (same certificate as the mail ports): it carries passwords
     # (the account API) and WKD, which clients only fetch over HTTPS.
     http_tls: bool = True
+    # The directory search (/directory/search, /fhir): true asks HTTP Basic credentials of one
+    # of our accounts, as operators restrict their directory to professionals; false opens it
+    # to anyone, like the national directory (red-listed mailboxes never appear either way).
+    directory_search_auth: bool = True
 
     # Encryption at rest (see docs/encryption.md). Every message delivered to a mailbox is
     # stored encrypted to its owner's OpenPGP key; turning this off is for benchmarks only.
@@ -108,7 +117,7 @@ class Settings(BaseSettings):
     log_format: str = "json"  # or "text"
     auto_migrate: bool = True
 
-    @field_validator("domains", mode="after")
+    @field_validator("domains", "patient_domains", mode="after")
     @classmethod
     def _lower_domains(cls, v: list[str]) -> list[str]:
         return [d.strip().lower().rstrip(".") for d in v if d.strip()]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiosmtpd.smtp import Envelope, Session
 
+from directory.conversations import MessagingPolicy
 from mailserver.delivery import AcceptedMessage, Delivery, DeliveryError, DeliveryReport
 from mailserver.message.headers import (
     MessageFormatError,
@@ -36,6 +37,8 @@ class SmtpDeps:
     metrics: Metrics
     max_recipients: int
     on_delivered: Callable[[DeliveryReport], None] = lambda report: None
+    # Who may write to patients (directory.policy); None: no policy (tools, benchmarks).
+    policy: MessagingPolicy | None = None
 
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -82,6 +85,13 @@ class BaseHandler:
         server.pending_rcpt_dsn = (None, None)
         server.dsn.rcpt[address.lower()] = (notify, orcpt)
         envelope.rcpt_tos.append(address)
+
+    async def policy_refusal(self, sender: str | None, recipient: str) -> str | None:
+        """The 550 5.7.1 for a recipient the messaging policy forbids to this sender, else None."""
+        if self.deps.policy is None:
+            return None
+        refusal = await self.deps.policy.refusal(sender or "", recipient)
+        return None if refusal is None else self.reject(refusal.reason, refusal.reply(recipient))
 
     def check_content(self, content: bytes, *, allow_bare_newlines: bool = False) -> str | None:
         """A refusal for content that must never be accepted, else None."""
@@ -138,8 +148,14 @@ class BaseHandler:
             ret=server.dsn.ret,
             sender_account_id=sender_account_id,
         )
+        # The messaging policy's state: a closing message is recorded before it is stored, an
+        # opening one after (directory/conversations.py says why).
+        policy = self.deps.policy
+        updates = policy.plan(message.mail_from, rcpts, content) if policy is not None else []
         started = time.perf_counter()
         try:
+            if policy is not None and updates:
+                await policy.before_delivery(updates)
             report: DeliveryReport = await self.deps.storage.run_batched("deliver", message, weight=size)
         except DeliveryError as exc:
             log.warning("delivery refused", extra={"queue_id": queue_id, "error": str(exc)})
@@ -148,6 +164,8 @@ class BaseHandler:
             log.exception("storing a message failed", extra={"queue_id": queue_id})
             return self.reject("storage", "451 4.3.0 Could not store the message now, please try again later")
         self.deps.metrics.store_seconds.observe(time.perf_counter() - started)
+        if policy is not None and updates:
+            await policy.after_delivery(updates)
         self._accepted.inc()
         self._bytes.inc(size)
         log.info(

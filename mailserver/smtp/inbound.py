@@ -7,7 +7,9 @@ Policy:
   allow-list); the null reverse-path (bounces, RFC 5321 §4.5.5) is accepted from any trusted
   operator's certificate;
 - a peer may not send as one of our own domains;
-- recipients must be local mailboxes: never an open relay.
+- recipients must be local mailboxes: never an open relay;
+- the messaging policy between professionals and patients (``directory/policy.py``), as on
+  submission: another operator's professional who writes to our patient opens a conversation.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class InboundHandler(BaseHandler):
         route = await self.deps.delivery.route(address)
         if route is not Route.LOCAL:
             return self.reject("unknown-rcpt", f"550 5.1.1 <{address}>: no such mailbox here")
+        # The same messaging policy for patients of other operators (directory/policy.py).
+        refusal = await self.policy_refusal(envelope.mail_from, address)
+        if refusal:
+            return refusal
         self.take_rcpt(server, envelope, address)
         return "250 2.1.5 Recipient OK"
 

@@ -3,6 +3,8 @@
 Policy: AUTH (RFC 4954) only over TLS; the envelope sender and every ``From:`` address must be
 the authenticated account; recipients are local mailboxes or addresses in trusted operators'
 domains; the server adds ``Message-ID``/``Date`` when missing (RFC 6409 §8) and a trace field.
+Between professionals and patients, the messaging policy (``directory/policy.py``) refuses at
+RCPT what a patient may not write, and records the conversations professionals open or close.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ class SubmissionHandler(BaseHandler):
                 "untrusted-domain",
                 f"550 5.7.1 <{address}>: this domain is not part of the health messaging trust space",
             )
+        # Patients answer only professionals who wrote first (directory/policy.py).
+        refusal = await self.policy_refusal(envelope.mail_from, address)
+        if refusal:
+            return refusal
         self.take_rcpt(server, envelope, address)
         return "250 2.1.5 Recipient OK"
 

@@ -1,5 +1,8 @@
 """Every table of the application, imported so that ``Base.metadata`` knows them all."""
 
+# Imported for their models' registration: the messaging policy's conversations, the directory.
+import directory.conversations
+import directory.tables  # noqa: F401
 from directory.key_tables import PublicKey
 from mailserver.queue.tables import QueuedMessage, QueuedRecipient
 from mailserver.store.tables import Account, Blob, BlobChunk, ExpungedMessage, Mailbox, Message

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from cli import cli_env as base_env
+from cli import run_cli
 
 from openmss.db.migrate import alembic_config
 
@@ -18,21 +18,11 @@ from servers import pg_database_url
 
 
 def _env(data: Path, url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMSS_")}
-    env.update(OPENMSS_DATA_DIR=str(data), OPENMSS_DOMAINS='["cli.test"]', OPENMSS_DATABASE_URL=url or "")
-    env.update(extra)
-    return env
+    return {**base_env(data, domains='["cli.test"]', database_url=url or ""), **extra}
 
 
 def _run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openmss.cli", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(env, *args, stdin=stdin, timeout=60)
 
 
 @pytest.fixture
