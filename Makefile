@@ -23,7 +23,7 @@ test-deps: install
 	@bash scripts/install-test-tools.sh
 
 test: test-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 lint: install
 	$(BIN)/ruff check openmss mailserver directory dossier_bridge webmail tests bench

@@ -51,7 +51,8 @@ async def pg_database_url(name: str) -> str | None:
     if not base:
         return None
     raw = base.replace("postgresql+asyncpg://", "postgresql://")
-    dbname = f"openmss_t_{name}"
+    # One database per test name and per pytest-xdist worker: workers run side by side.
+    dbname = f"openmss_t_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{name}"
     conn = await asyncpg.connect(raw)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", dbname)
