@@ -19,6 +19,7 @@ from directory.policy import AddressKinds, default_patient_domains
 from directory.trust import TrustListSource
 from mailserver.delivery import DeliveryReport, build_delivery
 from mailserver.imap.backend import ImapDeps
+from mailserver.imap.headercache import HeaderCaches
 from mailserver.imap.server import ImapServer
 from mailserver.imap.session import SessionDeps
 from mailserver.queue.worker import QueueWorker
@@ -245,6 +246,7 @@ class Runtime:
                     at_rest=self.delivery.at_rest,
                     events=self.events,
                     max_message_size=s.max_message_size,
+                    header_caches=HeaderCaches(s.imap_header_cache_bytes),
                 ),
                 authenticator=self.authenticator,
                 accounts=self.accounts,

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     max_message_size: int = 25 * MiB
     max_recipients: int = 100
+    # IMAP: opened headers kept in memory for header SEARCH while an account has a session
+    # (mailserver/imap/headercache.py), for all accounts together. 0 turns the cache off.
+    imap_header_cache_bytes: int = 128 * MiB
 
     # Outbound queue.
     queue_poll_seconds: float = 1.0

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailserver.encryption import AtRest, OwnerKey
+from mailserver.imap.headercache import HeaderCache, HeaderCaches
 from mailserver.store import headerindex
 from mailserver.store.mailboxes import Changes, MailboxInfo, MailboxStore, MessageMeta, meta_row
 from mailserver.store.mailstore import MailStore, NewMessage, StoredMessage
@@ -45,6 +46,7 @@ class ImapDeps:
     at_rest: AtRest
     events: MailboxEvents
     max_message_size: int
+    header_caches: HeaderCaches
 
 
 class AccountBackend:
@@ -66,6 +68,9 @@ class AccountBackend:
         self._indexed: set[int] = set()  # message ids known to be in the header index
         self._to_index: list[tuple[int, bytes]] = []  # (message id, sealed header) to write
         self._flusher: asyncio.Task[None] | None = None
+        # Opened headers shared with the account's other sessions (see headercache).
+        self.headers: HeaderCache = deps.header_caches.acquire(account_id)
+        self._released = False
 
     async def _write(self, work: Callable[[Session], T], *, changed: Iterable[int] = ()) -> T:
         result: T = await self.deps.committer.run(work)
@@ -304,6 +309,9 @@ class AccountBackend:
         """The session ends: what was read is in the audit trail before we let go."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
+        if not self._released:
+            self._released = True
+            self.deps.header_caches.release(self.account_id)
         await self.flush_reads()
 
     # Writes -----------------------------------------------------------------------------------

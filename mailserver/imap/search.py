@@ -121,6 +121,9 @@ class SearchMessage:
     size: int
     modseq: int
     loader: Callable[[], bytes]
+    # Decoded, folded top-level field values by lower-case name, kept by the caller across
+    # searches (the session's header cache): filled on first use, read after.
+    fields: dict[str, list[str]] | None = None
     _data: bytes | None = field(default=None, init=False, repr=False)
 
     def load_message(self) -> bytes:
@@ -470,7 +473,17 @@ class _Evaluation:
         needle = fold_text(value)
         if needle and _cannot_contain(self._plain_lowered(), needle):
             return False  # decided without parsing or decoding anything
-        return any(needle in candidate for candidate in self.text.field_values(name))
+        return any(needle in candidate for candidate in self._field_values(name))
+
+    def _field_values(self, name: str) -> list[str]:
+        kept: dict[str, list[str]] | None = getattr(self.target, "fields", None)
+        if kept is None:
+            return self.text.field_values(name)
+        key = name.lower()
+        values = kept.get(key)
+        if values is None:
+            values = kept[key] = self.text.field_values(name)
+        return values
 
     def _plain_lowered(self) -> bytes | None:
         """See ``plain_lowered``; computed once per message."""

@@ -14,7 +14,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from mailserver.imap.backend import AccountBackend, ImapDeps
 from mailserver.imap.connection import Connection, ConnectionClosed
 from mailserver.imap.fetch import flags_update, needs_content, render_fetch, sets_seen
 from mailserver.imap.framing import CommandLine, ContinuationNeeded, FramingError
+from mailserver.imap.headercache import CachedHeader
 from mailserver.imap.search import CompiledSearch, SearchContext, SearchMessage, plain_lowered
 from mailserver.imap.sequence import SequenceSet
 from mailserver.imap.view import MailboxView
@@ -844,32 +845,55 @@ class Session:
         self, compiled: CompiledSearch, context: SearchContext, *, uid: bool
     ) -> tuple[list[int], int, list[int]]:
         """A search on header fields (and flags, numbers): (UIDs or sequence numbers, highest
-        mod-sequence of the matches, UIDs whose header was read)."""
+        mod-sequence of the matches, UIDs whose header was read). Headers come from the
+        account's cache (``headercache``), else from the sealed header index, which fills it."""
         view, account = self._view(), self._backend()
+        box, validity = view.mailbox_id, view.info.uidvalidity
+        cached = account.headers.entries(box, validity)
+        uncached: dict[int, CachedHeader] = {}  # read now, but the cache's budget is spent
+        missing = [u for u in view.uids if u not in cached]
+        if missing:
+            async for _, headers in account.header_batches(box, missing, with_meta=False):
+                for uid_, header in headers.items():
+                    opened = CachedHeader(header, plain_lowered(header))
+                    if not account.headers.put(box, validity, uid_, opened):
+                        uncached[uid_] = opened
+            cached = account.headers.entries(box, validity)
+        if len(cached) > view.exists + 256:
+            account.headers.keep_only(box, validity, view.uids)
+        words = compiled.required_words()
+        haystack = account.headers.haystack(box, validity) if words else None
+        # Which messages to evaluate: with a required word, those whose header may hold it
+        # (found in C in the joined headers), plus any not in the cache; else every one.
+        candidates = None if haystack is None else haystack.candidates(words)
+        uids = view.uids
+        read = [u for u in uids if (u in cached or u in uncached) and not view.is_expunged(u)]
+        if candidates is None:
+            positions: Iterable[int] = range(len(uids))
+        else:
+            positions = sorted(i for u in candidates.union(uncached) if (i := view.index_of(u)) is not None)
         found: list[int] = []
-        read: list[int] = []
         highest = 0
         flag_sets: dict[str, set[str]] = {}
-        words = compiled.required_words()
-        async for _, headers in account.header_batches(view.mailbox_id, list(view.uids), with_meta=False):
-            for uid_, header in headers.items():
-                index = view.index_of(uid_)
-                if index is None or view.is_expunged(uid_):
-                    continue
-                read.append(uid_)
-                if words and (lowered := plain_lowered(header)) is not None:
-                    if any(word not in lowered for word in words):
-                        continue  # a word the key requires is missing: no need to parse
-                flag_text = view.flags[index]
-                flags = flag_sets.get(flag_text)
-                if flags is None:
-                    flags = flag_sets[flag_text] = set(flag_text.split())
-                modseq = view.modseqs[index]
-                target = SearchMessage(index + 1, uid_, flags, _EPOCH, 0, modseq, _loader(header))
-                if compiled.matches(target, context):
-                    found.append(uid_ if uid else index + 1)
-                    highest = max(highest, modseq)
-        found.sort()
+        for index in positions:
+            uid_ = uids[index]
+            entry = cached.get(uid_) or uncached.get(uid_)
+            if entry is None or view.is_expunged(uid_):
+                continue  # expunged meanwhile
+            if words and (lowered := entry.lowered) is not None:
+                if any(word not in lowered for word in words):
+                    continue  # a word the key requires is missing: no need to parse
+            flag_text = view.flags[index]
+            flags = flag_sets.get(flag_text)
+            if flags is None:
+                flags = flag_sets[flag_text] = set(flag_text.split())
+            modseq = view.modseqs[index]
+            target = SearchMessage(
+                index + 1, uid_, flags, _EPOCH, 0, modseq, _loader(entry.header), entry.fields
+            )
+            if compiled.matches(target, context):
+                found.append(uid_ if uid else index + 1)
+                highest = max(highest, modseq)
         return found, highest, read
 
     async def _search(self, command: p.Search) -> None:

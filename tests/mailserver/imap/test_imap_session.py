@@ -426,3 +426,49 @@ async def test_append_indexes_at_once_and_a_copy_is_indexed_when_read(server):
     before = len(await _index_rows(server))
     await asyncio.to_thread(run)
     assert before == 0 and len(await _index_rows(server, 2)) == 2
+
+
+async def test_header_searches_share_the_accounts_cache_and_see_changes(server):
+    """Two sessions of one account share the opened headers (headercache): a message that
+    arrives, one that is expunged, a second field of the same messages and a key without a
+    required word all give the right answer; the last logout drops the cache."""
+    alice = await server.add_account("alice")
+    for subject in ("Compte rendu sortie", "Ordonnance", "Sortie prevue"):
+        await asyncio.to_thread(_submit, server, alice, [alice], subject, "corps")
+    await server.wait_for_messages(alice, 3)
+    caches = server.runtime.imap.deps.imap.header_caches
+
+    def first_part() -> tuple[imaplib.IMAP4_SSL, imaplib.IMAP4_SSL]:
+        one, two = _imaps(server, alice), _imaps(server, alice)
+        one.select("INBOX")
+        two.select("INBOX")
+        assert one.uid("SEARCH", "SUBJECT", "sortie")[1] == [b"1 3"]
+        assert caches.accounts() == 1 and caches.used > 0
+        return one, two
+
+    one, two = await asyncio.to_thread(first_part)
+    await asyncio.to_thread(_submit, server, alice, [alice], "Nouvelle sortie", "corps")
+    await server.wait_for_messages(alice, 4)
+
+    def second_part() -> None:
+        two.noop()
+        assert two.uid("SEARCH", "SUBJECT", "sortie")[1] == [b"1 3 4"]
+        assert two.uid("SEARCH", "FROM", "alice@a.test", "SUBJECT", "ordonnance")[1] == [b"2"]
+        assert two.uid("SEARCH", "OR", "SUBJECT", "ordonnance", "SUBJECT", "nouvelle")[1] == [b"2 4"]
+        assert two.uid("SEARCH", "NOT", "SUBJECT", "sortie")[1] == [b"2"]
+        one.noop()
+        one.uid("STORE", "3", "+FLAGS", "\\Deleted")
+        one.expunge()
+        assert one.uid("SEARCH", "SUBJECT", "sortie")[1] == [b"1 4"]
+        one.logout()
+        assert caches.accounts() == 1  # the other session still holds it
+        two.noop()
+        assert two.search(None, "SUBJECT", "sortie")[1] == [b"1 3"]  # sequence numbers now
+        two.logout()
+
+    await asyncio.to_thread(second_part)
+    for _ in range(100):  # the server ends the session just after LOGOUT's answer
+        if not caches.accounts():
+            break
+        await asyncio.sleep(0.05)
+    assert caches.accounts() == 0 and caches.used == 0
