@@ -49,10 +49,33 @@ class ImapDeps:
     header_caches: HeaderCaches
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """A mailbox's (UID, flags, mod-sequence) rows as of its mod-sequence ``modseq``."""
+
+    uidvalidity: int
+    modseq: int
+    rows: list[tuple[int, str, int]]
+
+    def updated(self, changed: list[tuple[int, str, int]], gone: list[int]) -> list[tuple[int, str, int]]:
+        """The rows with the messages ``changed`` (added or with new flags) and without those
+        ``gone`` (expunged), by ascending UID."""
+        if not changed and not gone:
+            return self.rows
+        expunged = set(gone)
+        replaced = expunged.union(uid for uid, _, _ in changed)
+        rows = [row for row in self.rows if row[0] not in replaced]
+        # On PostgreSQL the two reads may see different commits: expunged wins.
+        rows.extend(row for row in changed if row[0] not in expunged)
+        rows.sort()
+        return rows
+
+
 class AccountBackend:
     """One logged-in account's view of the store."""
 
     READ_AUDIT_DELAY = 1.0
+    SNAPSHOTS = 4  # mailboxes whose rows a session keeps to re-open them quickly
 
     def __init__(
         self, deps: ImapDeps, account_id: int, address: str, reader: MessageReader, peer: str
@@ -68,6 +91,7 @@ class AccountBackend:
         self._indexed: set[int] = set()  # message ids known to be in the header index
         self._to_index: list[tuple[int, bytes]] = []  # (message id, sealed header) to write
         self._flusher: asyncio.Task[None] | None = None
+        self._snapshots: dict[int, _Snapshot] = {}  # by mailbox id, least recently opened first
         # Opened headers shared with the account's other sessions (see headercache).
         self.headers: HeaderCache = deps.header_caches.acquire(account_id)
         self._released = False
@@ -116,13 +140,31 @@ class AccountBackend:
     # The selected mailbox ---------------------------------------------------------------------
 
     async def open(self, name: str) -> tuple[MailboxInfo, list[tuple[int, str, int]]] | None:
-        """SELECT/EXAMINE (audited): the mailbox and (UID, flags, mod-sequence) of each message,
-        read in one transaction so that they agree; None when there is no such mailbox."""
+        """SELECT/EXAMINE (audited): the mailbox and (UID, flags, mod-sequence) of each message;
+        None when there is no such mailbox.
+
+        A mailbox this session opened before is brought up to date from what changed since
+        (CONDSTORE's mod-sequences and the expunge records) instead of read whole: clients
+        switch between a few folders all day. The mailbox is read first, the changes after:
+        a change committed in between is in the changes and is applied again next time
+        (applying one twice gives the same rows)."""
+        mailboxes = self.deps.mailboxes
         async with self.deps.db.reads() as reads:
-            info = await self.deps.mailboxes.get(reads, self.account_id, name)
+            info = await mailboxes.get(reads, self.account_id, name)
             if info is None:
                 return None
-            rows = await self.deps.mailboxes.index(reads, info.id)
+            known = self._snapshots.pop(info.id, None)
+            if known is not None and known.uidvalidity == info.uidvalidity:
+                if known.modseq == info.modseq:
+                    rows = known.rows
+                else:
+                    changed, gone = await mailboxes.index_since(reads, info.id, known.modseq)
+                    rows = known.updated(changed, gone)
+            else:
+                rows = await mailboxes.index(reads, info.id)
+        self._snapshots[info.id] = _Snapshot(info.uidvalidity, info.modseq, rows)
+        while len(self._snapshots) > self.SNAPSHOTS:
+            del self._snapshots[next(iter(self._snapshots))]  # the least recently opened
         self._selects.append(info.name)
         self._schedule_flush()
         return info, rows

@@ -177,6 +177,11 @@ class _Q:
         .join(BlobChunk, BlobChunk.blob_id == Blob.id)
         .where(Blob.id.in_(bindparam("ids", expanding=True)), Blob.chunk_count == 1)
     )
+    index_changed = (
+        select(Message.uid, Message.flags, Message.modseq)
+        .where(Message.mailbox_id == bindparam("box"), Message.modseq > bindparam("since"))
+        .order_by(Message.uid)
+    )
     changed = (
         select(*META_COLUMNS)
         .where(Message.mailbox_id == bindparam("box"), Message.modseq > bindparam("since"))
@@ -227,6 +232,16 @@ class MailboxStore:
         session keeps of its selected mailbox (see ``mailserver.imap.view``)."""
         rows = await reads.rows(_Q.index, {"box": mailbox_id})
         return [(int(uid), flags, int(modseq)) for uid, flags, modseq in rows]
+
+    async def index_since(
+        self, reads: Reads, mailbox_id: int, since_modseq: int
+    ) -> tuple[list[tuple[int, str, int]], list[int]]:
+        """What ``index`` would show differently than it did at ``since_modseq``: the rows of
+        the messages added or changed since (ascending UID) and the UIDs expunged since."""
+        params = {"box": mailbox_id, "since": since_modseq}
+        rows = await reads.rows(_Q.index_changed, params)
+        gone = await reads.rows(_Q.expunged, params)
+        return [(int(uid), flags, int(modseq)) for uid, flags, modseq in rows], [int(u) for (u,) in gone]
 
     @staticmethod
     def batches(uids: Sequence[int], size: int = _BATCH) -> list[list[int]]:

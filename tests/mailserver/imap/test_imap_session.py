@@ -472,3 +472,42 @@ async def test_header_searches_share_the_accounts_cache_and_see_changes(server):
             break
         await asyncio.sleep(0.05)
     assert caches.accounts() == 0 and caches.used == 0
+
+
+async def test_reselecting_a_mailbox_shows_what_changed_meanwhile(server):
+    """A session re-opens a mailbox from the rows it kept, updated with what changed since: the
+    answer (EXISTS, UIDs, flags, first unseen) is the one a new session gets."""
+    alice = await server.add_account("alice")
+    for n in range(5):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"Message {n}", "corps")
+    await server.wait_for_messages(alice, 5)
+
+    def listing(client: imaplib.IMAP4_SSL) -> list[bytes]:
+        return client.uid("FETCH", "1:*", "(FLAGS)")[1]
+
+    def run() -> None:
+        one, other = _imaps(server, alice), _imaps(server, alice)
+        assert one.select("INBOX")[1] == [b"5"]
+        one.uid("STORE", "1:2", "+FLAGS", "(\\Seen)")
+        one.select("Archive")
+        # Meanwhile: flags change, one message is expunged, another arrives by APPEND.
+        other.select("INBOX")
+        other.uid("STORE", "3", "+FLAGS", "(\\Flagged \\Deleted)")
+        other.uid("STORE", "4", "+FLAGS", "(\\Seen $Label1)")
+        other.expunge()
+        assert other.append("INBOX", "(\\Seen)", None, b"Subject: appended\r\n\r\nx\r\n")[0] == "OK"
+        typ, data = one.select("INBOX")
+        assert typ == "OK" and data == [b"5"]
+        unseen = one.untagged_responses.get("UNSEEN")
+        fresh = _imaps(server, alice)
+        assert fresh.select("INBOX")[1] == [b"5"]
+        assert fresh.untagged_responses.get("UNSEEN") == unseen == [b"4"]  # UID 5, now fourth
+        assert listing(one) == listing(fresh)
+        assert b"3 (FLAGS (\\Seen $Label1) UID 4)" in listing(one)
+        # Nothing changed: the kept rows are the answer.
+        one.select("Archive")
+        assert one.select("INBOX")[1] == [b"5"] and listing(one) == listing(fresh)
+        for client in (one, other, fresh):
+            client.logout()
+
+    await asyncio.to_thread(run)
