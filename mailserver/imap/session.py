@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import operator
 import re
 import ssl
 import time
@@ -732,6 +733,15 @@ class Session:
         positions = view.positions(command.sequence_set, uid=command.uid)
         uids, flags, modseqs = view.uids, view.flags, view.modseqs
         since = command.changedsince
+        # One line template for the command (the names in the client's order), then one
+        # %-format per message: UID n, FLAGS (...), MODSEQ (n).
+        template = b"* %d FETCH (" + b" ".join(_LIGHT_ITEM[name] for name in names) + b")\r\n"
+        order = [("UID", "FLAGS", "MODSEQ").index(name) for name in names]
+        # (UID, flags, mod-sequence) -> the values in the names' order; itemgetter of one index
+        # gives the value itself, so that case is a tuple of one.
+        pick: Callable[[tuple[int, bytes, int]], tuple[int | bytes, ...]] = (
+            operator.itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+        )
         rendered: dict[str, bytes] = {}
         lines: list[bytes] = []
         for index in positions:
@@ -740,13 +750,8 @@ class Session:
                 continue
             flag_list = rendered.get(flags[index])
             if flag_list is None:
-                flag_list = rendered[flags[index]] = b"FLAGS " + wire.flag_list(flags[index].split())
-            parts = [
-                b"UID %d" % uids[index] if name == "UID" else b"MODSEQ (%d)" % modseq if name == "MODSEQ"
-                else flag_list
-                for name in names
-            ]  # fmt: skip
-            lines.append(b"* %d FETCH (%s)\r\n" % (index + 1, b" ".join(parts)))
+                flag_list = rendered[flags[index]] = wire.flag_list(flags[index].split())
+            lines.append(template % (index + 1, *pick((uids[index], flag_list, modseq))))
             if len(lines) >= 512:
                 await self._emit(b"".join(lines))
                 lines = []
@@ -818,27 +823,33 @@ class Session:
         the matches). When the key looks at nothing but flags, it is evaluated once per distinct
         set of flags, not once per message."""
         view = self._view()
-        by_flags = not any(isinstance(n, _PER_MESSAGE_KEYS) for n in _nodes(compiled.key))
-        verdicts: dict[str, bool] = {}
-        found: list[int] = []
-        highest = 0
         uids, flags, modseqs = view.uids, view.flags, view.modseqs
         pending = view.has_pending_expunges
-        for index, uid_ in enumerate(uids):
-            if pending and view.is_expunged(uid_):
-                continue  # gone from the store, not yet told: left out (RFC 2180 §4.1.3)
-            flag_text = flags[index]
-            verdict = verdicts.get(flag_text) if by_flags else None
-            if verdict is None:
+        if not any(isinstance(n, _PER_MESSAGE_KEYS) for n in _nodes(compiled.key)):
+            # The verdict depends on the flags alone: one evaluation per distinct set of flags,
+            # then one pass in a comprehension.
+            verdicts: dict[str, bool] = {}
+            for index, flag_text in enumerate(flags):
+                if flag_text not in verdicts:
+                    flag_set = set(flag_text.split())
+                    target = SearchMessage(
+                        index + 1, uids[index], flag_set, _EPOCH, 0, modseqs[index], _loader(None)
+                    )
+                    verdicts[flag_text] = compiled.matches(target, context)
+            matching = {text for text, verdict in verdicts.items() if verdict}
+            positions = [i for i, text in enumerate(flags) if text in matching]
+        else:
+            positions = []
+            for index, uid_ in enumerate(uids):
                 target = SearchMessage(
-                    index + 1, uid_, set(flag_text.split()), _EPOCH, 0, modseqs[index], _loader(None)
+                    index + 1, uid_, set(flags[index].split()), _EPOCH, 0, modseqs[index], _loader(None)
                 )
-                verdict = compiled.matches(target, context)
-                if by_flags:
-                    verdicts[flag_text] = verdict
-            if verdict:
-                found.append(uid_ if uid else index + 1)
-                highest = max(highest, modseqs[index])
+                if compiled.matches(target, context):
+                    positions.append(index)
+        if pending:  # gone from the store, not yet told: left out (RFC 2180 §4.1.3)
+            positions = [i for i in positions if not view.is_expunged(uids[i])]
+        highest = max((modseqs[i] for i in positions), default=0) if _uses_modseq(compiled.key) else 0
+        found = [uids[i] for i in positions] if uid else [i + 1 for i in positions]
         return found, highest
 
     async def _search_headers(
@@ -953,7 +964,7 @@ class Session:
         if command.returns is not None:
             await self._emit(_esearch(command, found))
         else:
-            line = b"* SEARCH" + b"".join(b" %d" % n for n in found)
+            line = b"* SEARCH" + (b" " + " ".join(map(str, found)).encode() if found else b"")
             if found and _uses_modseq(command.key):
                 line += b" (MODSEQ %d)" % highest
             await self._emit(line + b"\r\n")
@@ -961,6 +972,7 @@ class Session:
 
 
 _LIGHT_FETCH = frozenset({"UID", "FLAGS", "MODSEQ"})
+_LIGHT_ITEM = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
 # Keys on the internal date or the size: the view does not hold those.
 _METADATA_KEYS = (sk.Before, sk.On, sk.Since, sk.Older, sk.Younger, sk.Larger, sk.Smaller)
 _PER_MESSAGE_KEYS = (sk.SequenceKey, sk.UidKey, sk.ModSeq)

@@ -114,9 +114,11 @@ class MailboxView:
             return []
         total = len(self.uids)
         found: list[int] = []
+        spans = 0
         if uid:
             largest = self.largest_uid()
             for span in sequence.resolve(largest):
+                spans += 1
                 lo = bisect.bisect_left(self.uids, span.start)
                 hi = bisect.bisect_right(self.uids, span.stop - 1)
                 found.extend(range(lo, hi))
@@ -125,7 +127,10 @@ class MailboxView:
                 found = [total - 1]
         else:
             for span in sequence.resolve(total):
+                spans += 1
                 found.extend(range(max(span.start, 1) - 1, min(span.stop - 1, total)))
+        if spans <= 1:
+            return found  # one range: ascending and unique already (the common "1:*")
         if len(found) == total and _ascending_unique(found):
             return found
         return sorted(set(found))

@@ -511,3 +511,32 @@ async def test_reselecting_a_mailbox_shows_what_changed_meanwhile(server):
             client.logout()
 
     await asyncio.to_thread(run)
+
+
+async def test_light_fetch_and_flag_search_answers(server):
+    """FETCH of UID/FLAGS/MODSEQ in the client's order, over a sequence set with overlapping
+    ranges, and flag searches with and without MODSEQ, all answered from the session's view."""
+    alice = await server.add_account("alice")
+    for n in range(4):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"Message {n}", "corps")
+    await server.wait_for_messages(alice, 4)
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        client.select("INBOX")
+        client.uid("STORE", "2,4", "+FLAGS", "(\\Seen)")
+        typ, data = client.fetch("4,1:2,2", "(MODSEQ FLAGS)")
+        assert typ == "OK" and [line.split(b" ", 1)[0] for line in data] == [b"1", b"2", b"4"]
+        assert re.fullmatch(rb"4 \(MODSEQ \(\d+\) FLAGS \(\\Seen\)\)", data[2])
+        typ, data = client.uid("FETCH", "3:*", "(FLAGS)")
+        assert data == [b"3 (FLAGS () UID 3)", b"4 (FLAGS (\\Seen) UID 4)"]
+        assert client.fetch("1", "(UID)")[1] == [b"1 (UID 1)"]
+        assert client.uid("SEARCH", "UNSEEN")[1] == [b"1 3"]
+        assert client.search(None, "SEEN")[1] == [b"2 4"]
+        modseq = int(re.search(rb"MODSEQ \((\d+)\)", client.fetch("4", "(MODSEQ)")[1][0]).group(1))
+        typ, data = client.uid("SEARCH", "SEEN", "MODSEQ", "1")
+        assert data == [b"2 4 (MODSEQ %d)" % modseq]
+        assert client.search(None, "2:3", "UNSEEN")[1] == [b"3"]
+        client.logout()
+
+    await asyncio.to_thread(run)
