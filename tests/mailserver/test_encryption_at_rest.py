@@ -16,7 +16,7 @@ from mailserver.message import pgpmime
 from mailserver.queue.tables import QueuedMessage
 from mailserver.store.blobs import BlobNotFound, DatabaseBlobStore
 
-from peers import pair, submit
+from peers import pair, queue_empties, submit
 
 MARKER = b"SECRET-MEDICAL-5c2e"
 
@@ -105,6 +105,7 @@ async def test_queued_message_is_sealed_and_deleted_once_delivered(servers, tmp_
     )
     [got] = await b2.wait_for_messages(bob, 1, timeout=15)
     assert got.endswith(_plain(alice, bob))
+    assert await queue_empties(a)
     async with a.runtime.db.read() as session:
         assert (await session.scalars(select(QueuedMessage))).all() == []
         with pytest.raises(BlobNotFound):  # the sealed body is gone as soon as it was delivered

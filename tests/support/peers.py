@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 from pathlib import Path
 
@@ -79,3 +80,19 @@ def submit(inst: Instance, user: str, rcpts: list[str], subject: str = "Avis") -
         return 250, b""
     finally:
         client.close()
+
+
+async def queue_empties(inst: Instance, timeout: float = 5) -> bool:
+    """Whether the instance's outbound queue is empty within ``timeout`` seconds. A peer stores
+    a message before it answers 250; the sender removes its queue entry (and the sealed body)
+    only once it has read that answer, so the queue empties a moment after the peer's INBOX
+    fills."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with inst.runtime.db.read() as session:
+            if await inst.runtime.queue_store.list(session) == []:
+                return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)

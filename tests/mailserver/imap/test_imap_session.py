@@ -540,3 +540,24 @@ async def test_light_fetch_and_flag_search_answers(server):
         client.logout()
 
     await asyncio.to_thread(run)
+
+
+async def test_header_search_without_a_cache(servers):
+    """``imap_header_cache_bytes = 0``: every header search reads the sealed index (or the
+    messages) again, with the same answers."""
+    server = await servers.start("a", imap_header_cache_bytes=0)
+    alice = await server.add_account("alice")
+    for subject in ("Compte rendu", "Ordonnance", "=?UTF-8?Q?R=C3=A9sultats_rendu?="):
+        await asyncio.to_thread(_submit, server, alice, [alice], subject, "corps")
+    await server.wait_for_messages(alice, 3)
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        client.select("INBOX")
+        for _ in range(2):
+            assert client.uid("SEARCH", "SUBJECT", "rendu")[1] == [b"1 3"]
+            assert client.uid("SEARCH", "NOT", "SUBJECT", "rendu")[1] == [b"2"]
+        client.logout()
+
+    await asyncio.to_thread(run)
+    assert server.runtime.imap.deps.imap.header_caches.used == 0

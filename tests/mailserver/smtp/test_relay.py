@@ -11,6 +11,7 @@ from pathlib import Path
 
 from peers import bundle as _bundle
 from peers import pair as _pair
+from peers import queue_empties as _queue_empties
 from peers import submit as _submit
 from peers import trust_file as _trust_file
 
@@ -57,20 +58,7 @@ async def test_mail_waits_while_peer_is_down_then_is_delivered(servers, tmp_path
     )
     [got] = await b2.wait_for_messages(bob, 1, timeout=15)
     assert b"Subject: En attente" in got
-    # B stores the message before it answers 250; A removes the entry only once it has read
-    # that answer, so the queue empties a moment after B's INBOX fills.
     assert await _queue_empties(a, timeout=5)
-
-
-async def _queue_empties(server, timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        async with server.runtime.db.read() as session:
-            if await server.runtime.queue_store.list(session) == []:
-                return True
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
 
 
 async def test_peer_550_produces_a_dsn_in_the_senders_inbox(servers, tmp_path):
