@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.practitioner import Practitioner
@@ -239,6 +240,42 @@ def searchset(base: str, resources: Sequence[Json], self_url: str, next_url: str
     )
 
 
+def capability_statement(
+    base: str, kinds: dict[str, dict[str, str]], *, secured: bool, software_version: str, published: str
+) -> Json:
+    """What this server implements (FHIR R4 §3.1.0.5 ``/metadata``; most clients, HAPI's first
+    of all, read it before anything else): per resource type, read and search with its search
+    parameters (``kinds``: type -> parameter -> FHIR search parameter type)."""
+    resources = [
+        {
+            "type": kind,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": name, "type": kind_of} for name, kind_of in sorted(params.items())],
+        }
+        for kind, params in kinds.items()
+    ]
+    rest: dict[str, Any] = {"mode": "server", "resource": resources}
+    if secured:
+        rest["security"] = {
+            "service": [
+                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                             "code": "Basic"}]}
+            ],
+            "description": "HTTP Basic with the credentials of an account of this server",
+        }  # fmt: skip
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "kind": "instance",
+        "software": {"name": "OpenMSS", "version": software_version},
+        "implementation": {"description": "OpenMSS health professional directory", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON, "json"],
+        "rest": [rest],
+    }
+
+
 def outcome(code: str, diagnostics: str) -> Json:
     """An error as FHIR gives them (``code`` from the issue-type value set: invalid, not-found...)."""
     return _clean(
@@ -255,7 +292,7 @@ def _clean(resource: Json) -> Json:
     return {key: value for key, value in resource.items() if value is not None}
 
 
-_MODELS = (Practitioner, PractitionerRole, Organization, Bundle, OperationOutcome)
+_MODELS = (Practitioner, PractitionerRole, Organization, Bundle, OperationOutcome, CapabilityStatement)
 MODELS: dict[str, type[Resource]] = {model.__name__: model for model in _MODELS}
 
 

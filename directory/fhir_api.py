@@ -4,6 +4,7 @@
     GET /fhir/PractitionerRole?practitioner=&organization=&role=&mailbox-mss=
     GET /fhir/Organization?name=&identifier=&mailbox-mss=&address-postalcode=&address-city=
     GET /fhir/{type}/{id}
+    GET /fhir/metadata          the CapabilityStatement (no credentials needed)
 
 All of them also take ``_id``, ``active`` and ``_count`` (default 50 as the national API, at
 most 200). Strings match the start of the value, ignoring case and accents (FHIR's default
@@ -20,8 +21,10 @@ do not know or cannot read (servers may ignore unknown ones, but a client that m
 
 # No "from __future__ import annotations": FastAPI reads the annotations at run time.
 
+import importlib.metadata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -221,6 +224,30 @@ KINDS = {
 }
 
 
+# The FHIR type of each search parameter, for the CapabilityStatement.
+PARAM_TYPES = {
+    "family": "string", "given": "string", "name": "string", "address-city": "string",
+    "address-postalcode": "string", "practitioner": "reference", "organization": "reference",
+}  # fmt: skip
+
+
+def _capabilities(base: str, secured: bool, published: str) -> fhir.Json:
+    kinds = {
+        name: {param: PARAM_TYPES.get(param, "token") for param in kind.params} | {"_count": "number"}
+        for name, kind in KINDS.items()
+    }
+    return fhir.capability_statement(
+        base, kinds, secured=secured, software_version=_version(), published=published
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("openmss")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _fhir(
     resource: fhir.Json | Resource, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -234,8 +261,10 @@ def _failure(status: int, code: str, message: str, headers: Mapping[str, str] | 
 _AUTH_CODES = {401: "login", 403: "forbidden", 429: "throttled"}
 
 
-def fhir_router(db: Database, gate: Gate) -> APIRouter:
+def fhir_router(db: Database, gate: Gate, *, secured: bool = True) -> APIRouter:
+    """``secured``: whether ``gate`` asks for credentials (said in the CapabilityStatement)."""
     router = APIRouter(prefix="/fhir", tags=["directory (FHIR)"])
+    published = datetime.now(UTC).date().isoformat()
 
     async def refused(request: Request) -> Response | None:
         try:
@@ -244,6 +273,13 @@ def fhir_router(db: Database, gate: Gate) -> APIRouter:
             code = _AUTH_CODES.get(exc.status_code, "security")
             return _failure(exc.status_code, code, str(exc.detail), exc.headers)
         return None
+
+    @router.get("/metadata")
+    async def metadata(request: Request) -> Response:
+        """The CapabilityStatement (FHIR RESTful ``capabilities``), open to anyone: clients read
+        it before they log in."""
+        base = str(request.base_url).rstrip("/") + "/fhir"
+        return _fhir(fhir.validate(_capabilities(base, secured, published)))
 
     @router.get("/{resource_type}")
     async def search_resources(request: Request, resource_type: str) -> Response:

@@ -158,7 +158,7 @@ class Runtime:
             publication_router(self.db, self.settings),
             autoconfig_router(self.settings),
             search_router(self.db, directory_gate),
-            fhir_router(self.db, directory_gate),
+            fhir_router(self.db, directory_gate, secured=self.settings.directory_search_auth),
         ]
 
     # Events ----------------------------------------------------------------------------------

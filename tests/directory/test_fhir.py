@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.practitioner import Practitioner
-from test_search import KNOWN, RPPS, SECRET, SECRET_RPPS, Directory, starts
+from test_search import KNOWN, PASSWORD, RPPS, SECRET, SECRET_RPPS, Directory, starts
 
 from directory import fhir
 
@@ -164,3 +165,30 @@ async def test_authentication(directory, server):
         reply = await client.get("/fhir/Practitioner", params={"family": "martin"})
     assert reply.status_code == 401 and reply.headers["www-authenticate"].startswith("Basic")
     assert OperationOutcome.model_validate_json(reply.content).issue[0].code == "login"
+
+
+async def test_capability_statement(server):
+    """``/fhir/metadata`` needs no credentials and says what each type supports, as read by
+    ``fhir.resources``; every parameter it lists is one the search accepts."""
+    async with httpx.AsyncClient(base_url=server.http_base, verify=server.client_tls()) as client:
+        reply = await client.get("/fhir/metadata")
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("application/fhir+json")
+        statement = CapabilityStatement.model_validate_json(reply.content)
+        assert statement.kind == "instance" and statement.fhirVersion == "4.0.1"
+        [rest] = statement.rest
+        assert rest.security.service[0].coding[0].code == "Basic"
+        by_type = {resource.type: resource for resource in rest.resource}
+        assert set(by_type) == {"Practitioner", "PractitionerRole", "Organization"}
+        params = {p.name: p.type for p in by_type["Practitioner"].searchParam}
+        assert params["family"] == "string" and params["identifier"] == "token"
+        role_params = {p.name: p.type for p in by_type["PractitionerRole"].searchParam}
+        assert role_params["practitioner"] == "reference"
+        user = await server.add_account("reader", PASSWORD)
+        for resource_type, resource in by_type.items():
+            for param in resource.searchParam:
+                value = {"number": "5", "reference": "1"}.get(param.type, "x")
+                value = "true" if param.name == "active" else value
+                answer = await client.get(
+                    f"/fhir/{resource_type}", params={param.name: value}, auth=(user, PASSWORD)
+                )
+                assert answer.status_code == 200, (resource_type, param.name, answer.text)
