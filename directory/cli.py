@@ -40,7 +40,7 @@ async def _import(settings: Settings, path: Path, *, force: bool) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from directory.annuaire import AnnuaireError, open_annuaire
-    from directory.importer import ImportRefused, import_lines
+    from directory.importer import ImportRefused, import_file
     from openmss.db.engine import Database
     from openmss.db.migrate import upgrade
 
@@ -48,8 +48,8 @@ async def _import(settings: Settings, path: Path, *, force: bool) -> int:
     db = Database(settings.effective_database_url)
 
     def work() -> ImportSummary:
-        with open_annuaire(path) as lines, db.sync_transaction() as session:
-            return import_lines(session, lines, actor="cli", force=force)
+        with open_annuaire(path) as lines:
+            return import_file(db, lines, actor="cli", force=force)
 
     try:
         if settings.auto_migrate:

@@ -1,4 +1,4 @@
-"""Import of the national file into the directory, in one transaction.
+"""Import of the national file into the directory, committed in one transaction.
 
 The file (about 535,000 rows) is streamed into temporary staging tables in batches (COPY on
 PostgreSQL, executemany on SQLite), then merged with a handful of set-based statements, so
@@ -12,17 +12,18 @@ that memory stays flat and the database does the diff with its indexes:
    their ``national`` mark;
 3. professionals and organisations no mailbox refers to any more are removed.
 
-Everything happens in the caller's transaction: a failure anywhere (a damaged ZIP found at
-its end, the database) leaves the directory as it was. Re-importing the same file changes
+The directory is written in one transaction: a failure anywhere (a damaged ZIP found at its
+end, the database) leaves it as it was. Re-importing the same file changes
 nothing. A row appearing twice with the same address: the first is kept, the others reported;
 a row that does not parse is skipped and reported with its line number.
 
 A file that would remove more than half of the listed mailboxes is refused unless forced: a
 truncated download must not empty the directory.
 
-On SQLite the transaction holds the database's write lock from start to end (about a minute
-for the whole file): a server running meanwhile waits for it (its ``busy_timeout`` is 30 s),
-so import at a quiet hour there. PostgreSQL's other writers are not held up.
+On SQLite a transaction that writes holds the database's write lock until it ends: the file
+is therefore staged in a first transaction that writes only TEMP tables, and merged in a
+second one (``import_file``), so that a server running meanwhile waits only for the merge
+(its ``busy_timeout`` is 30 s). PostgreSQL's other writers are not held up by an import.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from directory.links import link_accounts
 from directory.tables import DirectoryMailbox, Organisation, Professional, search_key
 from openmss import audit
 from openmss.db.base import UTCDateTime, table, utcnow
+from openmss.db.engine import Database
 
 BATCH = 2000
 MAX_REPORTED = 1000  # problems kept for the report; all of them are counted
@@ -463,6 +465,35 @@ def _import_settings(conn: Connection) -> Iterator[None]:
         conn.exec_driver_sql(f"PRAGMA cache_size = {int(previous or -2000)}")
 
 
+def _stage(conn: Connection, rows: Iterable[Row | RowError], summary: ImportSummary) -> _Stager:
+    """Every row into the (TEMPORARY) staging tables."""
+    stager = _Stager(conn, summary)
+    stager.create()
+    for item in rows:
+        stager.add(item)
+    stager.finish()
+    return stager
+
+
+def _apply(session: Session, stager: _Stager, summary: ImportSummary, *, actor: str, force: bool) -> None:
+    """The staged file merged into the directory, in ``session``'s transaction."""
+    conn = session.connection()
+    now = utcnow()
+    summary.organisations = _merge(conn, table(Organisation), stager.orgs_table, ORG_FIELDS, now)
+    summary.professionals = _merge(conn, table(Professional), stager.pros_table, PRO_FIELDS, now)
+    _merge_mailboxes(conn, stager.mailboxes_table, now, summary, force=force)
+    _remove_orphans(conn, summary)
+    summary.linked = link_accounts(conn)  # mailboxes of our own accounts
+    if conn.dialect.name == "postgresql":
+        # Statistics for the searches' plans, committed with the data: right after an import
+        # PostgreSQL would otherwise plan the directory search on empty statistics (p99
+        # 404 ms against 137 ms once analysed, 535,000 rows).
+        for searched in (Professional, Organisation, DirectoryMailbox):
+            conn.exec_driver_sql(f"ANALYZE {table(searched).name}")
+    stager.drop()
+    audit.record(session, actor=actor, action="directory.import", **summary.detail())
+
+
 def import_rows(
     session: Session, rows: Iterable[Row | RowError], *, actor: str = "cli", force: bool = False
 ) -> ImportSummary:
@@ -470,25 +501,39 @@ def import_rows(
     conn = session.connection()
     summary = ImportSummary()
     with _import_settings(conn):
-        stager = _Stager(conn, summary)
-        stager.create()
-        for item in rows:
-            stager.add(item)
-        stager.finish()
-        now = utcnow()
-        summary.organisations = _merge(conn, table(Organisation), stager.orgs_table, ORG_FIELDS, now)
-        summary.professionals = _merge(conn, table(Professional), stager.pros_table, PRO_FIELDS, now)
-        _merge_mailboxes(conn, stager.mailboxes_table, now, summary, force=force)
-        _remove_orphans(conn, summary)
-        summary.linked = link_accounts(conn)  # mailboxes of our own accounts
-        if conn.dialect.name == "postgresql":
-            # Statistics for the searches' plans, committed with the data: right after an import
-            # PostgreSQL would otherwise plan the directory search on empty statistics (p99
-            # 404 ms against 137 ms once analysed, 535,000 rows).
-            for searched in (Professional, Organisation, DirectoryMailbox):
-                conn.exec_driver_sql(f"ANALYZE {table(searched).name}")
-        stager.drop()
-    audit.record(session, actor=actor, action="directory.import", **summary.detail())
+        stager = _stage(conn, rows, summary)
+        _apply(session, stager, summary, actor=actor, force=force)
+    return summary
+
+
+def import_file(
+    db: Database, lines: Iterable[str | bytes], *, actor: str = "cli", force: bool = False
+) -> ImportSummary:
+    """Parse and apply a national file given line by line (header first), committed once.
+
+    On SQLite the file is staged first, in a deferred transaction that writes only TEMP
+    tables (the database's write lock stays free: deliveries and flag changes go on), then
+    merged in a second transaction, the only one that writes the directory: the lock is held
+    for the merge alone. PostgreSQL holds no lock that matters to others: one transaction."""
+    engine = db.sync_engine()
+    if engine.dialect.name != "sqlite":
+        with db.sync_transaction() as session:
+            return import_lines(session, lines, actor=actor, force=force)
+    summary = ImportSummary()
+    with engine.connect() as conn:
+        try:
+            conn.execution_options(sqlite_begin="BEGIN")
+            with conn.begin(), _import_settings(conn):
+                stager = _stage(conn, read_rows(lines), summary)
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin(), _import_settings(conn), Session(bind=conn) as session:
+                _apply(session, stager, summary, actor=actor, force=force)
+                session.flush()
+        except BaseException:
+            # The directory is as it was (the merge, if it started, was rolled back); the
+            # staged rows go with this connection instead of back to the pool.
+            conn.invalidate()
+            raise
     return summary
 
 

@@ -68,7 +68,10 @@ def _sync_writer_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A connection may ask for a deferred transaction (``sqlite_begin="BEGIN"``): one
+            # that only writes TEMP tables, such as the directory import's staging, and must
+            # not hold the database's write lock meanwhile.
+            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN IMMEDIATE"))
 
         return engine
     return create_engine(sync_url(url), pool_size=1, max_overflow=1, pool_pre_ping=True)
@@ -133,12 +136,17 @@ class Database:
         async with self._write() as session, session.begin():
             yield session
 
+    def sync_engine(self) -> Engine:
+        """The synchronous writer engine (the writer thread, the CLI)."""
+        if self._sync_engine is None:
+            self._sync_engine = _sync_writer_engine(self.url)
+        return self._sync_engine
+
     @contextmanager
     def sync_transaction(self) -> Iterator[Session]:
         """A synchronous write transaction (the writer thread, the CLI), committed at the end."""
         if self._sync_sessions is None:
-            self._sync_engine = _sync_writer_engine(self.url)
-            self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
+            self._sync_sessions = sessionmaker(self.sync_engine(), expire_on_commit=False)
         with self._sync_sessions() as session, session.begin():
             yield session
 

@@ -4,9 +4,10 @@ broken rows, duplicates, ZIP input, one transaction; through ``openmss directory
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from cli import cli_env, run_cli
 from sqlalchemy import func, select, update
 
 from directory.annuaire import WIDTHS, AnnuaireError, open_annuaire
-from directory.importer import ImportRefused, ImportSummary, import_lines
+from directory.importer import ImportRefused, ImportSummary, import_file
 from directory.tables import DirectoryMailbox, Organisation, Professional, search_key
 from mailserver.store.tables import Account
 from openmss.audit import AuditEvent
@@ -45,8 +46,8 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 
 def _import(db: Database, path: Path, *, force: bool = False) -> ImportSummary:
-    with open_annuaire(path) as lines, db.sync_transaction() as session:
-        return import_lines(session, lines, actor="test", force=force)
+    with open_annuaire(path) as lines:
+        return import_file(db, lines, actor="test", force=force)
 
 
 def _all(db: Database, statement: Any) -> list[Any]:
@@ -301,3 +302,37 @@ async def test_a_row_at_the_widest_values_kept_imports(db: Database, tmp_path: P
     _, pro, org = _mailbox(db, fields[1])
     assert pro is not None and org is not None
     assert pro.national_id == "9" * 80 and pro.family_name == "É" * 255 and org.postcode == "9" * 16
+
+
+def _can_write(sqlite_path: str) -> bool:
+    """Whether another connection gets the SQLite write lock within half a second."""
+    conn = sqlite3.connect(sqlite_path, timeout=0.5, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+async def test_staging_leaves_the_database_writable(db: Database, db_url: str, tmp_path: Path):
+    """SQLite: while the file is read and staged, the server can still write (deliveries, flag
+    changes); only the merge holds the write lock, and the result is the same."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's writers are not held up by an import")
+    sqlite_path = db_url.split("///", 1)[1]
+    path = write(tmp_path / "a.txt", rows(300, seed=4))
+    probes: list[bool] = []
+
+    def lines() -> Iterator[str | bytes]:
+        with open_annuaire(path) as source:
+            for number, line in enumerate(source):
+                if number == 150:
+                    probes.append(_can_write(sqlite_path))
+                yield line
+
+    summary = import_file(db, lines(), actor="test")
+    assert probes == [True] and summary.mailboxes.added == 300 and _count(db, DirectoryMailbox) == 300
+    assert _can_write(sqlite_path)
