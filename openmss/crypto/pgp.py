@@ -158,7 +158,9 @@ def dearmor(data: bytes) -> bytes | None:
     if end < 0:
         return None
     body = data[blank.end() : end]
-    checksum = body.rfind(b"\n=")
+    # The optional checksum line ("=XXXX") is the last one: look only there (an RFC 9580
+    # armour has none, and searching the whole armour for it costs more than decoding it).
+    checksum = body.rfind(b"\n=", max(0, len(body) - 16))
     if checksum >= 0:
         body = body[: checksum + 1]
     try:
