@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -22,8 +23,31 @@ from openmss.tls import create_ca, issue_certificate
 PG_ENV = "OPENMSS_TEST_DATABASE_URL"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free now, for a server to bind a moment later. Chosen below the kernel's
+    ephemeral range: a port from that range (what binding port 0 gives) can be taken meanwhile
+    by any client socket of any test running beside this one (pytest-xdist); one below it only
+    by another free_port() that drew the same number."""
+    low, high = _ephemeral_range()
+    top = low - 1 if low > 12000 else 65535
+    bottom = 10000 if low > 12000 else high + 1
+    for _ in range(100):
+        port = random.SystemRandom().randint(bottom, top)  # unaffected by tests seeding random
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
