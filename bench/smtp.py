@@ -183,7 +183,10 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def openmss_env(data_dir: Path, database_url: str, ports: dict[str, int]) -> dict[str, str]:
+def openmss_env(
+    data_dir: Path, database_url: str, ports: dict[str, int], extra: Sequence[str] = ()
+) -> dict[str, str]:
+    """The server's environment: only the settings named here (and ``--set NAME=VALUE``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMSS_")}
     env.update(
         OPENMSS_DATA_DIR=str(data_dir),
@@ -194,6 +197,9 @@ def openmss_env(data_dir: Path, database_url: str, ports: dict[str, int]) -> dic
         OPENMSS_LOG_FORMAT="text",
         **{f"OPENMSS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     )
+    for item in extra:
+        name, _, value = item.partition("=")
+        env[f"OPENMSS_{name.upper()}"] = value
     return env
 
 
@@ -700,6 +706,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke test: N=1,10 for 2 s each")
     p.add_argument("--workdir", type=Path, default=None, help="where the temporary data dir goes")
     p.add_argument("--keep", action="store_true", help="keep the data dir and server logs")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting for an experiment (e.g. commit_batch_delay=0); printed with the figures",
+    )
     p.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--cert", type=Path, default=None, help=argparse.SUPPRESS)
@@ -721,7 +734,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     print(
         f"OpenMSS SMTP benchmark: sessions={','.join(map(str, sessions))} seconds={seconds:g} "
         f"warm-up={warmup:g} size={args.size} B  store={'PostgreSQL' if database_url else 'SQLite'}  "
-        f"cores={os.cpu_count()}",
+        f"cores={os.cpu_count()}" + (f"  settings: {' '.join(args.set)}" if args.set else ""),
         flush=True,
     )
     started = time.perf_counter()
@@ -739,7 +752,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     uncertain_total = 0
     try:
         openmss = ServerProcess(
-            "openmss", OPENMSS_ARGV, openmss_env(data_dir, database_url, ports), workdir / "openmss.log"
+            "openmss",
+            OPENMSS_ARGV,
+            openmss_env(data_dir, database_url, ports, args.set),
+            workdir / "openmss.log",
         )
         servers.append(openmss)
         await wait_healthz(openmss, ports["http"])

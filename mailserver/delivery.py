@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from directory.trust import TrustListSource
@@ -33,6 +33,21 @@ from openmss.keyring.tables import AccountKey
 from openmss.settings import Settings
 
 # Built once: building SQLAlchemy expressions costs more than running them.
+# The mailboxes are chosen by id through two indexed lookups (the recipients' INBOXes by
+# address, the senders' Sent mailboxes by account): one WHERE with an OR across the two
+# tables made SQLite scan every mailbox of the server for each group of messages.
+_RECIPIENT_INBOXES = (
+    select(Mailbox.id)
+    .join(Account, Account.id == Mailbox.account_id)
+    .where(
+        Account.address.in_(bindparam("addresses", expanding=True)),
+        Account.disabled.is_(False),
+        Mailbox.name == "INBOX",
+    )
+)
+_SENDER_SENT_BOXES = select(Mailbox.id).where(
+    Mailbox.account_id.in_(bindparam("senders", expanding=True)), Mailbox.special_use == "\\Sent"
+)
 _TARGET_BOXES = (
     select(
         Account.address,
@@ -48,18 +63,7 @@ _TARGET_BOXES = (
     )
     .join(Account, Account.id == Mailbox.account_id)
     .outerjoin(AccountKey, and_(AccountKey.account_id == Mailbox.account_id, AccountKey.current.is_(True)))
-    .where(
-        or_(
-            and_(
-                Account.address.in_(bindparam("addresses", expanding=True)),
-                Account.disabled.is_(False),
-                Mailbox.name == "INBOX",
-            ),
-            and_(
-                Mailbox.account_id.in_(bindparam("senders", expanding=True)), Mailbox.special_use == "\\Sent"
-            ),
-        )
-    )
+    .where(Mailbox.id.in_(union_all(_RECIPIENT_INBOXES, _SENDER_SENT_BOXES)))
     .order_by(Mailbox.id)
 )
 _TARGET_BOXES_FOR_UPDATE = _TARGET_BOXES.with_for_update(of=Mailbox)
