@@ -29,8 +29,9 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -166,6 +167,31 @@ def _child_run(groups: list[tuple[str, list[Any]]]) -> list[list[Outcome]]:
     return [[_portable(o) for o in group] for group in results]
 
 
+_GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _group_signals_ignored_by_children() -> Iterator[None]:
+    """Children started in this block are born ignoring SIGINT and SIGTERM (an ignored signal
+    stays ignored across exec; a blocked one does not stay blocked with "spawn"), so that a
+    signal sent to the process group while a child still imports cannot kill it. This
+    process's own handlers are put back at once; a signal that comes meanwhile waits, blocked,
+    and is delivered to them."""
+    if threading.current_thread() is not threading.main_thread() or any(
+        signal.getsignal(signum) is None for signum in _GROUP_SIGNALS
+    ):
+        yield  # handlers belong to the main thread; one set outside Python could not be put back
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _GROUP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 class StorageProcessDied(RuntimeError):
     """The storage worker process ended; what it had not committed is not committed."""
 
@@ -175,10 +201,14 @@ def _child_main(conn: Connection, factory: str, config: dict[str, Any]) -> None:
     groups from one round of the parent's group commit), stores them all in one transaction
     with one call per handler, commits once, then answers each request in order.
 
-    Its lifetime is the parent's: Ctrl-C (SIGINT to the process group) is ignored here, and it
-    exits when the parent says so or goes away (end of the pipe). SIGTERM still ends it: a
-    transaction cut short is not committed, and nothing uncommitted was ever acknowledged."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Its lifetime is the parent's: it exits when the parent says so (after the work it was
+    given) or goes away (end of the pipe). Signals meant for the whole process group (Ctrl-C's
+    SIGINT; the SIGTERM of ``kill -- -PGID``, systemd or ``docker stop``) are ignored, so that
+    the parent's clean shutdown still gets its last groups committed and answered. SIGKILL
+    still ends it: a transaction cut short is not committed, and nothing uncommitted was ever
+    acknowledged."""
+    for signum in _GROUP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     _child_init(factory, config)
     while True:
         try:
@@ -248,7 +278,8 @@ class ProcessBackend:
         self._proc = ctx.Process(
             target=_child_main, args=(child, self._factory, self._config), name="openmss-storage", daemon=True
         )
-        self._proc.start()
+        with _group_signals_ignored_by_children():
+            self._proc.start()
         child.close()
         self._conn = parent
         asyncio.get_running_loop().add_reader(parent.fileno(), self._readable)

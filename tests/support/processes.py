@@ -103,8 +103,14 @@ class ServerProcess:
         self.log_files.append(path)
         self._close_log()
         self._log = path.open("wb")
+        # A process group of its own (its storage worker joins it), as under systemd or docker.
         self.process = subprocess.Popen(
-            [*COMMAND, "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log
+            [*COMMAND, "serve"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
         )
         self.wait_healthy(timeout)
 
@@ -137,12 +143,17 @@ class ServerProcess:
             self.process.wait(timeout=10)
         self._close_log()
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (a clean shutdown), then SIGKILL after ``timeout``; the exit status."""
+    def stop(self, timeout: float = 10.0, *, group: bool = False) -> int | None:
+        """SIGTERM (a clean shutdown), to the server or, with ``group``, to its whole process
+        group (as ``systemctl stop`` or ``docker stop`` do), then SIGKILL after ``timeout``;
+        the exit status."""
         code: int | None = None
         if self.process is not None:
             if self.process.poll() is None:
-                self.process.terminate()
+                if group:
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                else:
+                    self.process.terminate()
                 try:
                     self.process.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
