@@ -314,6 +314,8 @@ def openmss_metrics(http_port: int) -> dict[str, float]:
         "openmss_store_commit_seconds_count",
         "openmss_smtp_messages_accepted_total",
         "openmss_smtp_rejections_total",
+        "openmss_group_commits_total",
+        "openmss_group_commit_units_total",
     )
     out = dict.fromkeys(wanted, 0.0)
     try:
@@ -541,6 +543,7 @@ class Result:
     db_cpu: float | None = None
     other_cpu: float = 0.0  # every other process on the machine (in cores): noise
     store_ms: float | None = None  # OpenMSS: mean end-of-DATA -> durable commit, server side
+    group: float | None = None  # OpenMSS: messages per group handed to the storage worker
 
     @property
     def rate(self) -> float:
@@ -621,12 +624,15 @@ async def run_load(
         client.close()
 
     elapsed = last.at - first.at
-    store_ms = None
+    store_ms = group = None
     if first.metrics and last.metrics:
         key = "openmss_store_commit_seconds"
         n = last.metrics[f"{key}_count"] - first.metrics[f"{key}_count"]
         total = last.metrics[f"{key}_sum"] - first.metrics[f"{key}_sum"]
         store_ms = 1000 * total / n if n > 0 else None
+        delta = {k: last.metrics[k] - first.metrics[k] for k in last.metrics if k in first.metrics}
+        groups = delta["openmss_group_commits_total"]
+        group = delta["openmss_group_commit_units_total"] / groups if groups > 0 else None
     ours = (last.server - first.server) + (last.client - first.client) + (last.db - first.db)
     return Result(
         server=target.name,
@@ -638,6 +644,7 @@ async def run_load(
         db_cpu=(last.db - first.db) / elapsed if target.postgres_db else None,
         other_cpu=max(0.0, (last.machine - first.machine) - ours) / elapsed,
         store_ms=store_ms,
+        group=group,
     )
 
 
@@ -652,6 +659,7 @@ def print_row(r: Result) -> None:
     if r.db_cpu is not None:
         cpu += f" +pg {100 * r.db_cpu:3.0f}%"
     store = f"{r.store_ms:7.1f}" if r.store_ms is not None else "      -"
+    store += f" {r.group:5.1f}" if r.group is not None else "     -"
     print(
         f"{r.sessions:>4} {r.server:<9} {r.rate:>9.1f} {s.in_window:>7} "
         f"{1000 * percentile(s.data_latency, 0.5):>7.1f} {1000 * percentile(s.data_latency, 0.99):>7.1f} "
@@ -666,7 +674,8 @@ def print_row(r: Result) -> None:
 
 
 HEADER = (
-    "   N server        msg/s   count  DATA50  DATA99  txn p50  store  errs  server CPU     client  other\n"
+    "   N server        msg/s   count  DATA50  DATA99  txn p50  store group  errs  server CPU"
+    "     client  other\n"
     "                                     (ms)    (ms)     (ms)   (ms)"
 )
 
@@ -674,6 +683,7 @@ HEADER = (
 LEGEND = (
     "\nmsg/s and count: 250 replies within the measured window; DATA50/99: DATA command to final 250;\n"
     "txn p50: MAIL to final 250; store: OpenMSS's own mean end-of-DATA to durable commit (metrics);\n"
+    "group: messages per group handed to the storage worker (which may merge several groups);\n"
     "errs: refused or unanswered messages; CPU: share of one core over the window (server process,\n"
     "+pg: that database's backends and WAL writer; client: this process; other: everything else)."
 )

@@ -87,9 +87,20 @@ def _param(msg: Message, name: str) -> str:
     return value.lower() if isinstance(value, str) else ""
 
 
+def _may_name(head: bytes, words: Sequence[bytes]) -> bool:
+    """Whether any of ``words`` occurs in the header block at all (any case): a media type is
+    a plain token (no encoded words, folding only between tokens), so a Content-Type that
+    does not contain a type's name is not that type, and the parse can be skipped. This runs
+    for every message delivered."""
+    lowered = head.lower()
+    return any(word in lowered for word in words)
+
+
 def is_encrypted(message: bytes) -> bool:
     """Whether a message is already end-to-end encrypted (PGP/MIME or S/MIME): stored as is."""
     head, _ = split_header(message)
+    if not _may_name(bytes(head), (b"encrypted", b"pkcs7-mime")):
+        return False
     main, sub, _ = _content_type(bytes(head))
     return (main, sub) in _ENCRYPTED_TYPES
 
@@ -232,6 +243,8 @@ def signed_parts(message: bytes) -> tuple[bytes, bytes] | None:
     MIME header, RFC 3156 §5: up to, not including, the CRLF before the next delimiter) and the
     signature. None for any other message."""
     head_view, body_view = split_header(message)
+    if not _may_name(bytes(head_view), (b"signed",)):
+        return None
     main, sub, msg = _content_type(bytes(head_view))
     if (main, sub) != ("multipart", "signed"):
         return None

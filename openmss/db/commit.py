@@ -163,8 +163,21 @@ def _portable(outcome: Outcome) -> Outcome:
 
 def _child_run(groups: list[tuple[str, list[Any]]]) -> list[list[Outcome]]:
     handlers = _CHILD["handlers"]
-    results = run_groups(_CHILD["db"], [(handlers[name], payloads) for name, payloads in groups])
-    return [[_portable(o) for o in group] for group in results]
+    return run_groups(_CHILD["db"], [(handlers[name], payloads) for name, payloads in groups])
+
+
+def _send_reply(conn: Connection, reply: Any) -> None:
+    """One pickle per reply; only when it does not pickle (an exception or result that cannot
+    travel) is each outcome checked and, where needed, replaced by a plain RuntimeError."""
+    try:
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        if isinstance(reply, BaseException):
+            reply = _portable((False, reply))[1]
+        else:
+            reply = [[_portable(outcome) for outcome in group] for group in reply]
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    conn.send_bytes(data)
 
 
 _GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -221,7 +234,7 @@ def _child_main(conn: Connection, factory: str, config: dict[str, Any]) -> None:
         requests = [r for r in requests if r is not None]
         if requests:
             for reply in _run_requests(requests):
-                conn.send(reply)
+                _send_reply(conn, reply)
         if stop:
             return
 

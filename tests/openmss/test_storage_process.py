@@ -35,6 +35,15 @@ async def test_batches_are_stored_by_the_child_and_a_dead_child_is_replaced(url)
         assert child != os.getpid() and all(r == child for r in results)
         failed = await asyncio.gather(committer.run_batched("audit", "poison"), return_exceptions=True)
         assert isinstance(failed[0], ValueError)  # a failing payload fails alone, with its error
+        # An error that cannot be pickled comes back as a RuntimeError naming it; the payloads
+        # answered with it still get their own results.
+        mixed = await asyncio.gather(
+            committer.run_batched("audit", "unpicklable"),
+            committer.run_batched("audit", "neighbour"),
+            return_exceptions=True,
+        )
+        assert isinstance(mixed[0], RuntimeError) and "_Unpicklable" in str(mixed[0])
+        assert mixed[1] == child
 
         os.kill(child, signal.SIGKILL)
         with pytest.raises(StorageProcessDied):
@@ -53,7 +62,7 @@ async def test_batches_are_stored_by_the_child_and_a_dead_child_is_replaced(url)
             actors = sorted(e.actor for e in await session.scalars(select(AuditEvent)))
     finally:
         await db.dispose()
-    assert actors == sorted([f"actor{i}" for i in range(20)] + ["after"])
+    assert actors == sorted([f"actor{i}" for i in range(20)] + ["neighbour", "after"])
 
 
 async def test_large_and_small_requests_in_flight_never_interleave(url):
