@@ -6,29 +6,18 @@ professional's message to a patient is accepted — by submission, or from anoth
 the inbound port — and read when a patient writes.
 
 :class:`MessagingPolicy` is what senders use (the SMTP handlers now, the webmail later):
-``refusal`` for each recipient, then ``plan`` the message, ``before_delivery``, deliver,
-``after_delivery``.
-
-Where the writes happen, and why in that order: the delivery transaction belongs to the
-storage worker (``mailserver.delivery``), so these writes are their own transactions through
-the writer (``GroupCommitter.run``), chosen so that a crash between the two commits always
-errs on the side of refusing a patient, never of letting one through:
-
-* a message that *closes* the conversation is recorded before its delivery: if the delivery then
-  fails, the conversation is closed although the patient never got the message (the client's
-  retry closes it again);
-* a message that *opens* (or reopens) it is recorded after the delivery committed and before
-  the 250: a crash in between leaves the message delivered and the patient unable to answer
-  until the professional writes again. A failed write after delivery is logged and the message
-  still gets its 250 (it is stored: a 4xx would make the client send it twice).
+``refusal`` for each recipient, then ``plan`` the message; the planned updates travel with the
+accepted message (``AcceptedMessage.conversations``) and :func:`record` writes them in the
+message's own delivery transaction (``mailserver.delivery``): a message is stored and its
+conversation opened (or closed) together, or neither. (They used to be written in transactions
+of their own around the delivery, which left a crash window in which a delivered message had
+not opened the conversation it should have, so that the patient could not answer it.)
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import String, UniqueConstraint, bindparam, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -47,13 +36,8 @@ from directory.policy import (
     normalize_address,
 )
 from mailserver.message.headers import MessageFormatError, header_addresses, select_fields
-from openmss.db.base import Base, BigId, UTCDateTime, table, utcnow
+from openmss.db.base import Base, BigId, UTCDateTime, table
 from openmss.db.engine import Database
-
-log = logging.getLogger("openmss.policy")
-
-# The group committer's ``run`` (or any function that runs the work in a committed transaction).
-Writer = Callable[[Callable[[Session], Any]], Awaitable[Any]]
 
 
 class Conversation(Base):
@@ -116,13 +100,9 @@ class MessagingPolicy:
     """The policy applied by everything that sends: decisions from ``directory.policy``, state
     from the ``conversations`` table."""
 
-    def __init__(
-        self, db: Database, write: Writer, kind_of: KindOf, *, clock: Callable[[], datetime] = utcnow
-    ) -> None:
+    def __init__(self, db: Database, kind_of: KindOf) -> None:
         self.db = db
         self.kind_of = kind_of
-        self._write = write
-        self._clock = clock
         c = table(Conversation).c
         self._by_patient = select(c.professional, c.reply_to, c.closed_at).where(
             c.patient == bindparam("patient")
@@ -154,28 +134,3 @@ class MessagingPolicy:
         closes = closes_conversation(headers.get_all("X-MSS-MES") or [], headers.get("Subject"))
         reply_to = header_addresses(headers, "Reply-To")
         return conversation_updates(sender, recipients, self.kind_of, closes=closes, reply_to=reply_to)
-
-    async def before_delivery(self, updates: Sequence[ConversationUpdate]) -> None:
-        """Closing messages are recorded before the delivery (see the module's docstring).
-        Raises when the write fails: the message must then be refused with a 4xx."""
-        closing = [u for u in updates if u.closes]
-        if closing:
-            await self._record(closing)
-
-    async def after_delivery(self, updates: Sequence[ConversationUpdate]) -> None:
-        """Opening messages are recorded once delivered; a failure is logged, never raised."""
-        opening = [u for u in updates if not u.closes]
-        if not opening:
-            return
-        try:
-            await self._record(opening)
-        except Exception:
-            log.exception("conversation not recorded: the patient cannot answer until the next message")
-
-    async def _record(self, updates: Sequence[ConversationUpdate]) -> None:
-        now = self._clock()
-
-        def work(session: Session) -> None:
-            record(session, updates, now)
-
-        await self._write(work)

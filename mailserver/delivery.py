@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select, union_all
 from sqlalchemy.orm import Session
 
+from directory.policy import ConversationUpdate
 from directory.trust import TrustListSource
 from mailserver.encryption import AtRest, OwnerKey
 from mailserver.queue.sealed import SealedBlobStore
@@ -69,6 +70,9 @@ _TARGET_BOXES = (
 _TARGET_BOXES_FOR_UPDATE = _TARGET_BOXES.with_for_update(of=Mailbox)
 
 
+RecordConversations = Callable[[Session, Sequence[ConversationUpdate], datetime], None]
+
+
 class Route(enum.Enum):
     LOCAL = "local"  # a mailbox of ours
     UNKNOWN_LOCAL = "unknown-local"  # our domain, no such mailbox
@@ -94,6 +98,9 @@ class AcceptedMessage:
     ret: str | None = None
     # The authenticated local account that submitted it: gets a copy in its Sent mailbox.
     sender_account_id: int | None = None
+    # What the messaging policy records when this message is stored (directory.conversations):
+    # written in the same transaction as the message.
+    conversations: Sequence[ConversationUpdate] = ()
 
 
 @dataclass
@@ -140,6 +147,7 @@ class Delivery:
         account_cache_seconds: float = 5.0,
         at_rest: AtRest | None = None,
         annotate: Callable[[Session, bytes], bytes] | None = None,
+        record_conversations: RecordConversations | None = None,
     ) -> None:
         self._db = db
         self._domains = frozenset(d.lower() for d in local_domains)
@@ -152,6 +160,7 @@ class Delivery:
         # Called on every message before it is stored (signature verification adds its
         # Authentication-Results field there).
         self._annotate = annotate
+        self._record_conversations = record_conversations
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self._domains
@@ -248,6 +257,11 @@ class Delivery:
         queued = [replace(item, blob_id=blob_id) for item, blob_id in zip(queued, queue_ids, strict=True)]
         stored = self.store.file_many(session, filed, boxes=targets.boxes)
         self.queue.enqueue_many(session, queued, lifetime=self._lifetime)
+        for message in messages:
+            if message.conversations:
+                if self._record_conversations is None:
+                    raise DeliveryError("this delivery cannot record the messaging policy's state")
+                self._record_conversations(session, message.conversations, message.received_at)
         reports = [DeliveryReport() for _ in messages]
         for (index, address), filed_copy in zip(owners, stored, strict=True):
             if address is None:
@@ -312,6 +326,8 @@ def build_delivery(settings: Settings, db: Database, trust: TrustListSource) -> 
         settings.hostname,
         lambda session, address: keys.certs_for_sync(session, address, include_revoked=True),
     )
+    from directory.conversations import record
+
     return Delivery(
         db=db,
         local_domains=settings.domains,
@@ -321,6 +337,7 @@ def build_delivery(settings: Settings, db: Database, trust: TrustListSource) -> 
         queue_lifetime=timedelta(seconds=settings.queue_lifetime_seconds),
         at_rest=AtRest(enabled=settings.encrypt_mail),
         annotate=signatures.annotate,
+        record_conversations=record,
     )
 
 

@@ -115,7 +115,6 @@ class Runtime:
         self.events = MailboxEvents()
         self.policy = MessagingPolicy(
             self.db,
-            self.committer.run,
             AddressKinds(frozenset(settings.patient_domains) or default_patient_domains(settings.domains)),
         )
         self.imap: ImapServer | None = None

@@ -137,6 +137,9 @@ class BaseHandler:
         # Plain bytes: the storage worker process receives them pickled.
         chunks: list[bytes | memoryview] = [trace, prefix, content] if prefix else [trace, content]
         size = sum(len(c) for c in chunks)
+        # The messaging policy's state changes with the message, in its delivery transaction.
+        policy = self.deps.policy
+        updates = policy.plan(envelope.mail_from or "", rcpts, content) if policy is not None else []
         message = AcceptedMessage(
             mail_from=envelope.mail_from or "",
             recipients=[RecipientSpec(r, *server.dsn.rcpt.get(r.lower(), (None, None))) for r in rcpts],
@@ -147,15 +150,10 @@ class BaseHandler:
             envid=server.dsn.envid,
             ret=server.dsn.ret,
             sender_account_id=sender_account_id,
+            conversations=updates,
         )
-        # The messaging policy's state: a closing message is recorded before it is stored, an
-        # opening one after (directory/conversations.py says why).
-        policy = self.deps.policy
-        updates = policy.plan(message.mail_from, rcpts, content) if policy is not None else []
         started = time.perf_counter()
         try:
-            if policy is not None and updates:
-                await policy.before_delivery(updates)
             report: DeliveryReport = await self.deps.storage.run_batched("deliver", message, weight=size)
         except DeliveryError as exc:
             log.warning("delivery refused", extra={"queue_id": queue_id, "error": str(exc)})
@@ -164,8 +162,6 @@ class BaseHandler:
             log.exception("storing a message failed", extra={"queue_id": queue_id})
             return self.reject("storage", "451 4.3.0 Could not store the message now, please try again later")
         self.deps.metrics.store_seconds.observe(time.perf_counter() - started)
-        if policy is not None and updates:
-            await policy.after_delivery(updates)
         self._accepted.inc()
         self._bytes.inc(size)
         log.info(

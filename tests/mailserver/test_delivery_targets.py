@@ -4,15 +4,13 @@ mailboxes, found through indexes (it runs for every group of messages delivered)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from deliveries import make_delivery
 from sqlalchemy.dialects import sqlite
 
-from directory.trust import TrustListSource
 from mailserver.delivery import _TARGET_BOXES, Delivery
-from mailserver.queue.store import QueueStore
 from mailserver.store import DatabaseBlobStore, MailStore
 from openmss.db.engine import Database
 from openmss.db.migrate import upgrade
@@ -42,14 +40,7 @@ def accounts(db: Database) -> dict[str, int]:
 
 
 def _delivery(db: Database) -> Delivery:
-    return Delivery(
-        db=db,
-        local_domains=["x.test"],
-        store=MailStore(DatabaseBlobStore()),
-        queue=QueueStore(DatabaseBlobStore()),
-        trust=TrustListSource.empty(),
-        queue_lifetime=timedelta(days=1),
-    )
+    return make_delivery(db, "x.test")
 
 
 async def test_recipients_inboxes_and_senders_sent_boxes(db: Database, accounts: dict[str, int]) -> None:
