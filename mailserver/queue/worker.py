@@ -76,6 +76,37 @@ def enhanced_status(code: int, text: str, default: str) -> str:
     return default
 
 
+def _needs_smtputf8(mail_from: str, body: bytes, group: Sequence[QueueEntry]) -> bool:
+    """RFC 6531 §3.4: a non-ASCII address in the envelope, or a header in UTF-8 (RFC 6532)."""
+    if not mail_from.isascii() or not all(e.recipient.isascii() for e in group):
+        return True
+    end = body.find(b"\r\n\r\n")  # queued messages have CRLF line ends (RFC 5321 §2.3.8)
+    return not (body if end < 0 else body[:end]).isascii()
+
+
+def _unsendable(
+    mail_from: str, body: bytes, group: Sequence[QueueEntry], client: aiosmtplib.SMTP, host: str
+) -> tuple[int, str] | None:
+    """A permanent failure when the next hop cannot take the message as it is. Converting it
+    (RFC 6152 §3 allows a 7-bit downgrade) would break any signature over its content, and the
+    operators of the trust space all support 8BITMIME: the sender gets a DSN that says why."""
+    if not mail_from.isascii() or not all(e.recipient.isascii() for e in group):
+        if not client.supports_extension("smtputf8"):
+            return 553, f"5.6.7 {host} does not accept non-ASCII addresses (no SMTPUTF8, RFC 6531)"
+    elif _needs_smtputf8(mail_from, body, group) and not client.supports_extension("smtputf8"):
+        return 554, f"5.6.9 {host} cannot receive UTF-8 header fields (no SMTPUTF8, RFC 6531)"
+    if not body.isascii() and not client.supports_extension("8bitmime"):
+        return 554, f"5.6.3 {host} does not accept 8-bit content (no 8BITMIME, RFC 6152)"
+    return None
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError):
+        client.close()
+
+
 class QueueWorker:
     def __init__(
         self,
@@ -191,19 +222,36 @@ class QueueWorker:
         )
         try:
             await client.connect()
+            # After STARTTLS the client forgets the extensions (RFC 3207 §4.2) and would only
+            # say EHLO again with its first command: ask now, so that what the next hop
+            # supports (DSN, SIZE, 8BITMIME, SMTPUTF8) is known before MAIL is written.
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             return [Outcome(e, 0, f"connection to {host}:{port} failed: {exc}", remote) for e in group]
+        refused = _unsendable(message.mail_from, body, group, client, host)
+        if refused is not None:
+            code, text = refused
+            await _quit(client)
+            return [Outcome(e, code, text, None) for e in group]
         outcomes: list[Outcome] = []
+        utf8 = _needs_smtputf8(message.mail_from, body, group)
+        encoding = "utf-8" if utf8 else "ascii"
         try:
             dsn = client.supports_extension("dsn")
             mail_options = []
+            # RFC 6531 §3.4 and RFC 6152 §2: say what the message needs of the next hop.
+            if utf8:
+                mail_options.append("SMTPUTF8")
+            if not body.isascii():
+                mail_options.append("BODY=8BITMIME")
             if dsn and message.ret:
                 mail_options.append(f"RET={message.ret}")
             if dsn and message.envid:
                 mail_options.append(f"ENVID={message.envid}")
             if client.supports_extension("size"):
                 mail_options.append(f"SIZE={len(body)}")
-            response = await client.mail(message.mail_from, options=mail_options)
+            response = await client.mail(message.mail_from, options=mail_options, encoding=encoding)
             accepted: list[QueueEntry] = []
             for entry in group:
                 rcpt = specs[entry.recipient_id]
@@ -213,7 +261,7 @@ class QueueWorker:
                 if dsn and rcpt.orcpt:
                     options.append(f"ORCPT={rcpt.orcpt}")
                 try:
-                    await client.rcpt(entry.recipient, options=options)
+                    await client.rcpt(entry.recipient, options=options, encoding=encoding)
                     accepted.append(entry)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     outcomes.append(Outcome(entry, exc.code, exc.message, remote))
@@ -241,10 +289,7 @@ class QueueWorker:
                 if e.recipient_id not in done
             )
         finally:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError):
-                client.close()
+            await _quit(client)
         return outcomes
 
     def _next_attempt(self, attempts: int, now: datetime) -> datetime:
