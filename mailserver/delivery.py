@@ -148,6 +148,7 @@ class Delivery:
         at_rest: AtRest | None = None,
         annotate: Callable[[Session, bytes], bytes] | None = None,
         record_conversations: RecordConversations | None = None,
+        postmaster: str = "",
     ) -> None:
         self._db = db
         self._domains = frozenset(d.lower() for d in local_domains)
@@ -161,6 +162,7 @@ class Delivery:
         # Authentication-Results field there).
         self._annotate = annotate
         self._record_conversations = record_conversations
+        self._postmaster = postmaster.strip().lower()
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self._domains
@@ -168,17 +170,35 @@ class Delivery:
     async def route(self, address: str) -> Route:
         domain = domain_of(address)
         if self.is_local_domain(domain):
-            key = address.lower()
-            exists = self._accounts.get(key)
-            if exists is None:
-                async with self._db.read() as session:
-                    account = await self.store.account_by_address(session, key)
-                exists = account is not None and not account.disabled
-                self._accounts.put(key, exists)
-            return Route.LOCAL if exists else Route.UNKNOWN_LOCAL
+            has_mailbox = await self._has_mailbox(await self.resolve(address))
+            return Route.LOCAL if has_mailbox else Route.UNKNOWN_LOCAL
         if self._trust.current().is_trusted_domain(domain):
             return Route.REMOTE
         return Route.UNTRUSTED
+
+    async def resolve(self, address: str) -> str:
+        """The local address whose mailbox receives mail to ``address``: itself, except
+        postmaster@<one of our domains> (any case, RFC 5321 §4.1.1.3) without an account of its
+        own, which goes to the ``postmaster`` account when one is configured (RFC 5321 §4.5.1)."""
+        local, _, domain = address.rpartition("@")
+        if (
+            self._postmaster
+            and local.lower() == "postmaster"
+            and self.is_local_domain(domain)
+            and not await self._has_mailbox(address)
+        ):
+            return self._postmaster
+        return address
+
+    async def _has_mailbox(self, address: str) -> bool:
+        key = address.lower()
+        exists = self._accounts.get(key)
+        if exists is None:
+            async with self._db.read() as session:
+                account = await self.store.account_by_address(session, key)
+            exists = account is not None and not account.disabled
+            self._accounts.put(key, exists)
+        return exists
 
     def deliver(self, session: Session, message: AcceptedMessage) -> DeliveryReport:
         [report] = self.deliver_many(session, [message])
@@ -338,6 +358,7 @@ def build_delivery(settings: Settings, db: Database, trust: TrustListSource) -> 
         at_rest=AtRest(enabled=settings.encrypt_mail),
         annotate=signatures.annotate,
         record_conversations=record,
+        postmaster=settings.postmaster,
     )
 
 

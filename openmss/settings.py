@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     domains: list[str] = Field(default_factory=lambda: ["openmss.localhost"])
     # Our name in greetings, Received: lines and DSNs.
     hostname: str = "mail.openmss.localhost"
+    # The account that receives mail to postmaster@ of every served domain (RFC 5321 §4.5.1:
+    # a server must accept mail to its postmaster), unless an account postmaster@<domain>
+    # exists. Empty: only such accounts receive it.
+    postmaster: str = ""
 
     listen_host: str = "127.0.0.1"
     smtp_port: int = 2525  # inbound relay from trusted operators (STARTTLS + client certificate)

@@ -93,6 +93,23 @@ class BaseHandler:
         refusal = await self.deps.policy.refusal(sender or "", recipient)
         return None if refusal is None else self.reject(refusal.reason, refusal.reply(recipient))
 
+    async def _recipients(self, server: OpenMSSSMTP, rcpts: list[str]) -> list[RecipientSpec]:
+        """The envelope's recipients as delivery takes them: an alias (postmaster) resolved to
+        its mailbox, the address it was sent to kept as the original recipient (RFC 3461 §4.2)
+        for any DSN; one recipient per mailbox."""
+        specs: list[RecipientSpec] = []
+        seen: set[str] = set()
+        for rcpt in rcpts:
+            notify, orcpt = server.dsn.rcpt.get(rcpt.lower(), (None, None))
+            target = await self.deps.delivery.resolve(rcpt)
+            if target.lower() in seen:
+                continue
+            seen.add(target.lower())
+            if target != rcpt and orcpt is None:
+                orcpt = f"rfc822;{rcpt}"
+            specs.append(RecipientSpec(target, notify, orcpt))
+        return specs
+
     def check_content(self, content: bytes, *, allow_bare_newlines: bool = False) -> str | None:
         """A refusal for content that must never be accepted, else None."""
         if not allow_bare_newlines and find_bare_line_endings(content):
@@ -142,7 +159,7 @@ class BaseHandler:
         updates = policy.plan(envelope.mail_from or "", rcpts, content) if policy is not None else []
         message = AcceptedMessage(
             mail_from=envelope.mail_from or "",
-            recipients=[RecipientSpec(r, *server.dsn.rcpt.get(r.lower(), (None, None))) for r in rcpts],
+            recipients=await self._recipients(server, rcpts),
             chunks=chunks,
             size=size,
             queue_id=queue_id,
