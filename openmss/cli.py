@@ -22,6 +22,8 @@ DEMO_ACCOUNTS = (
     ("dr.martin", "Dr Claire Martin (médecin généraliste)"),
     ("dr.bernard", "Dr Paul Bernard (cardiologue)"),
     ("secretariat", "Secrétariat du cabinet"),
+    # RFC 5321 §4.5.1: every domain has a postmaster; DSNs name it.
+    ("postmaster", "Postmaster (administration de la messagerie)"),
 )
 
 

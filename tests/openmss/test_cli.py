@@ -65,9 +65,10 @@ async def test_demo_prints_passwords_once(cli_env):
     first = await asyncio.to_thread(_run, cli_env, "demo")
     assert first.returncode == 0, first.stderr
     lines = [line.split() for line in first.stdout.splitlines() if "@cli.test" in line]
-    assert len(lines) == 3 and all(len(parts) == 2 for parts in lines)
+    assert len(lines) == 4 and all(len(parts) == 2 for parts in lines)
+    assert any(parts[0] == "postmaster@cli.test" for parts in lines)
     second = await asyncio.to_thread(_run, cli_env, "demo")
-    assert second.stdout.count("exists already") == 3
+    assert second.stdout.count("exists already") == 4
     # Each printed password is the one whose hash was stored.
     from mailserver.store import DatabaseBlobStore, MailStore
     from openmss.db.engine import Database
