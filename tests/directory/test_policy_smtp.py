@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import ssl
+from pathlib import Path
 
 from directory.policy import ConversationState
 
@@ -137,6 +139,22 @@ async def test_patient_answers_the_reply_to_address(servers):
     assert_refused(await send(a, patient, [secretariat], "Encore"), secretariat, b"closed this conversation")
 
 
+def _inbound_rcpt(peer: Instance, operator_tls: Path, sender: str, rcpt: str) -> tuple[int, bytes]:
+    """MAIL and RCPT on ``peer``'s inbound port, as the operator whose certificate is in
+    ``operator_tls``."""
+    context = ssl.create_default_context(cafile=str(peer.ca))
+    context.load_cert_chain(str(operator_tls / "server.pem"), str(operator_tls / "server.key"))
+    client = smtplib.SMTP("127.0.0.1", peer.settings.smtp_port, timeout=10)
+    try:
+        client.starttls(context=context)
+        client.ehlo("mx.a.test")
+        code, text = client.mail(sender)
+        assert code == 250, text
+        return client.rcpt(rcpt)
+    finally:
+        client.close()
+
+
 async def test_conversation_opened_by_another_operators_professional(servers, tmp_path):
     """The conversation is recorded when the professional's message arrives on the inbound
     port; the patient's answer then leaves through submission and is accepted by the peer,
@@ -169,6 +187,9 @@ async def test_conversation_opened_by_another_operators_professional(servers, tm
     patient = await _account(a, PATIENT)
 
     assert_refused(await send(a, patient, [doctor], "Bonjour"), doctor, b"wrote to them first")
+    # B applies the policy itself to what another operator sends: A's certificate, A's patient.
+    code, text = await asyncio.to_thread(_inbound_rcpt, b, cache / "a", patient, doctor)
+    assert code == 550 and text.startswith(b"5.7.1") and b"wrote to them first" in text
     assert await send(b, doctor, [patient], "Compte rendu", "Reply-To: accueil@b.test") == {}
     assert len(await a.wait_for_messages(patient, 1)) == 1
     state = await conversation(a, patient, closed=False)
@@ -182,5 +203,5 @@ async def test_conversation_opened_by_another_operators_professional(servers, tm
     # The peer closes it: its FIN arrives, and the patient can no longer answer.
     assert await send(b, doctor, [patient], "[FIN]") == {}
     await a.wait_for_messages(patient, 2)
-    assert (await conversation(a, patient, closed=True)).closed  # recorded before the delivery
+    assert (await conversation(a, patient, closed=True)).closed  # recorded with the delivery
     assert_refused(await send(a, patient, [doctor], "Encore"), doctor, b"closed this conversation")

@@ -115,6 +115,13 @@ async def test_untrusted_operator_is_refused(servers, tmp_path):
     assert code == 550 and text.startswith(b"5.7.1") and b"trust space" in text
     code, text = await asyncio.to_thread(direct, None, "x@b.test")
     assert code == 530 and text.startswith(b"5.7.1")
+    # A bounce (null reverse-path, RFC 5321 §4.5.5) names no domain: it is taken from any
+    # operator of the trust list, and from no one else.
+    code, text = await asyncio.to_thread(direct, c_cert, "<>")
+    assert code == 550 and text.startswith(b"5.7.1") and b"trust list" in text
+    b_cert = (cache / "b" / "server.pem", cache / "b" / "server.key")
+    code, _ = await asyncio.to_thread(direct, b_cert, "<>")
+    assert code == 250
 
 
 async def test_inbound_requires_starttls_and_is_no_open_relay(servers, tmp_path):
