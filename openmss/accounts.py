@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailserver.store.mailstore import MailStore
@@ -101,6 +101,23 @@ class Accounts:
 
         account_id: int = await self._write(work)
         return account_id
+
+    async def set_disabled(self, address: str, disabled: bool, *, actor: str) -> bool:
+        """Disable an account (no login by any service, no mail delivered to it: senders get
+        ``550 5.1.1``; its mail and keys are kept) or enable it again. False when it was
+        already so."""
+        account = await self._require(address.strip().lower())
+        if account.disabled == disabled:
+            return False
+        account_id = account.id
+
+        def work(session: Session) -> None:
+            session.execute(update(Account).where(Account.id == account_id).values(disabled=disabled))
+            action = "account.disable" if disabled else "account.enable"
+            audit.record(session, actor=actor, action=action, target=account.address)
+
+        await self._write(work)
+        return True
 
     async def unlock(self, account_id: int, password: str, app_password_id: int | None = None) -> KeyChain:
         """The account's keys, opened with the password (or the app password ``app_password_id``

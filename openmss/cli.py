@@ -191,6 +191,27 @@ async def cmd_password(settings: Settings, address: str) -> int:
     return 0
 
 
+async def cmd_account_state(settings: Settings, address: str, *, disabled: bool) -> int:
+    from openmss.accounts import AccountError
+
+    async with _accounts(settings) as accounts:
+        try:
+            changed = await accounts.set_disabled(address, disabled, actor="cli")
+        except AccountError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    state = "disabled" if disabled else "enabled"
+    if not changed:
+        print(f"{address} was already {state}")
+    elif disabled:
+        # Running servers remember for a few seconds which addresses have a mailbox; a message
+        # accepted meanwhile gets a temporary failure at the end of DATA, never a lost message.
+        print(f"{address} disabled: no login, no mail delivered to it (its mail and keys are kept)")
+    else:
+        print(f"{address} enabled")
+    return 0
+
+
 async def cmd_key(settings: Settings, address: str, path: Path) -> int:
     from openmss.accounts import AccountError
 
@@ -319,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--label", default="mail client", help="what the app password is for")
     app.add_argument("--list", action="store_true", help="list app passwords")
     app.add_argument("--revoke", type=int, default=None, metavar="ID", help="revoke an app password")
+    for name, text in (
+        ("disable", "no login and no mail delivered to it; its mail and keys are kept"),
+        ("enable", "undo disable"),
+    ):
+        account.add_parser(name, help=text).add_argument("address")
     password = account.add_parser("password", help="change a password: current then new, on stdin")
     password.add_argument("address")
     recover = account.add_parser(
@@ -376,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_recover(settings, args.address.strip().lower(), args.escrow_secret_key))
         if args.action == "key":
             return asyncio.run(cmd_key(settings, args.address.strip().lower(), args.file))
+        if args.action in ("disable", "enable"):
+            address = args.address.strip().lower()
+            return asyncio.run(cmd_account_state(settings, address, disabled=args.action == "disable"))
         return cmd_account_add(settings, args.address, args.name)
     if args.command == "key":
         from directory.keys import import_keys_cli
