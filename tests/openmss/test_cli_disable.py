@@ -53,6 +53,30 @@ def _rcpt_until(inst: Instance, user: str, rcpt: str, code: int, timeout: float 
     return got
 
 
+def _disabled_before_data(inst: Instance, user: str, rcpt: str) -> tuple[int, bytes]:
+    client = smtplib.SMTP("127.0.0.1", inst.settings.submission_port, timeout=10)
+    try:
+        client.starttls(context=inst.client_tls())
+        client.login(user, inst.passwords[user])
+        client.mail(user)
+        assert client.rcpt(rcpt)[0] == 250
+        done = run_cli(_env(inst), "account", "disable", rcpt)
+        assert done.returncode == 0, done.stderr
+        return client.data(f"From: {user}\r\nTo: {rcpt}\r\nSubject: trop tard\r\n\r\nx\r\n".encode())
+    finally:
+        client.close()
+
+
+async def test_disabled_between_rcpt_and_data_gets_a_temporary_failure(servers: ServerFactory) -> None:
+    a = await servers.start("a")
+    alice = await a.add_account("alice")
+    bob = await a.add_account("bob")
+    code, text = await asyncio.to_thread(_disabled_before_data, a, alice, bob)
+    # The delivery transaction saw the account disabled: nothing stored, the client may retry.
+    assert code == 450 and text.startswith(b"4.2.0"), text
+    assert await a.messages(alice, "Sent") == []
+
+
 async def test_disable_then_enable(servers: ServerFactory) -> None:
     a = await servers.start("a")
     alice = await a.add_account("alice")
