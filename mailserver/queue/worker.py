@@ -76,28 +76,39 @@ def enhanced_status(code: int, text: str, default: str) -> str:
     return default
 
 
-def _needs_smtputf8(mail_from: str, body: bytes, group: Sequence[QueueEntry]) -> bool:
-    """RFC 6531 §3.4: a non-ASCII address in the envelope, or a header in UTF-8 (RFC 6532)."""
-    if not mail_from.isascii() or not all(e.recipient.isascii() for e in group):
-        return True
-    end = body.find(b"\r\n\r\n")  # queued messages have CRLF line ends (RFC 5321 §2.3.8)
-    return not (body if end < 0 else body[:end]).isascii()
+@dataclass(frozen=True)
+class _Needs:
+    """What a message needs of the next hop (RFC 6531 §3.4, RFC 6532, RFC 6152 §2)."""
 
+    utf8_address: bool  # a non-ASCII address in the envelope
+    utf8_header: bool  # header fields in UTF-8
+    eight_bit: bool  # any octet above 127
 
-def _unsendable(
-    mail_from: str, body: bytes, group: Sequence[QueueEntry], client: aiosmtplib.SMTP, host: str
-) -> tuple[int, str] | None:
-    """A permanent failure when the next hop cannot take the message as it is. Converting it
-    (RFC 6152 §3 allows a 7-bit downgrade) would break any signature over its content, and the
-    operators of the trust space all support 8BITMIME: the sender gets a DSN that says why."""
-    if not mail_from.isascii() or not all(e.recipient.isascii() for e in group):
-        if not client.supports_extension("smtputf8"):
-            return 553, f"5.6.7 {host} does not accept non-ASCII addresses (no SMTPUTF8, RFC 6531)"
-    elif _needs_smtputf8(mail_from, body, group) and not client.supports_extension("smtputf8"):
-        return 554, f"5.6.9 {host} cannot receive UTF-8 header fields (no SMTPUTF8, RFC 6531)"
-    if not body.isascii() and not client.supports_extension("8bitmime"):
-        return 554, f"5.6.3 {host} does not accept 8-bit content (no 8BITMIME, RFC 6152)"
-    return None
+    @classmethod
+    def of(cls, mail_from: str, body: bytes, group: Sequence[QueueEntry]) -> _Needs:
+        end = body.find(b"\r\n\r\n")  # queued messages have CRLF line ends (RFC 5321 §2.3.8)
+        return cls(
+            utf8_address=not (mail_from.isascii() and all(e.recipient.isascii() for e in group)),
+            utf8_header=not (body if end < 0 else body[:end]).isascii(),
+            eight_bit=not body.isascii(),
+        )
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.utf8_address or self.utf8_header
+
+    def refusal(self, client: aiosmtplib.SMTP, host: str) -> tuple[int, str] | None:
+        """A permanent failure when the next hop cannot take the message as it is. Converting
+        it (RFC 6152 §3 allows a 7-bit downgrade) would break any signature over its content,
+        and the operators of the trust space all support 8BITMIME: the sender gets a DSN that
+        says why."""
+        if self.smtputf8 and not client.supports_extension("smtputf8"):
+            if self.utf8_address:
+                return 553, f"5.6.7 {host} does not accept non-ASCII addresses (no SMTPUTF8, RFC 6531)"
+            return 554, f"5.6.9 {host} cannot receive UTF-8 header fields (no SMTPUTF8, RFC 6531)"
+        if self.eight_bit and not client.supports_extension("8bitmime"):
+            return 554, f"5.6.3 {host} does not accept 8-bit content (no 8BITMIME, RFC 6152)"
+        return None
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
@@ -229,21 +240,21 @@ class QueueWorker:
                 await client.ehlo()
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             return [Outcome(e, 0, f"connection to {host}:{port} failed: {exc}", remote) for e in group]
-        refused = _unsendable(message.mail_from, body, group, client, host)
+        needs = _Needs.of(message.mail_from, body, group)
+        refused = needs.refusal(client, host)
         if refused is not None:
             code, text = refused
             await _quit(client)
             return [Outcome(e, code, text, None) for e in group]
         outcomes: list[Outcome] = []
-        utf8 = _needs_smtputf8(message.mail_from, body, group)
-        encoding = "utf-8" if utf8 else "ascii"
+        encoding = "utf-8" if needs.smtputf8 else "ascii"
         try:
             dsn = client.supports_extension("dsn")
             mail_options = []
             # RFC 6531 §3.4 and RFC 6152 §2: say what the message needs of the next hop.
-            if utf8:
+            if needs.smtputf8:
                 mail_options.append("SMTPUTF8")
-            if not body.isascii():
+            if needs.eight_bit:
                 mail_options.append("BODY=8BITMIME")
             if dsn and message.ret:
                 mail_options.append(f"RET={message.ret}")
