@@ -15,60 +15,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from directory.policy import ConversationUpdate
 from directory.trust import TrustListSource
-from mailserver.encryption import AtRest, OwnerKey
+from mailserver.encryption import AtRest
 from mailserver.queue.sealed import SealedBlobStore
 from mailserver.queue.store import NewQueued, QueueStore, RecipientSpec, domain_of
 from mailserver.signatures import SignatureChecker
 from mailserver.store.blobs import BlobStore, DatabaseBlobStore
 from mailserver.store.mailstore import FiledMessage, MailStore, NewMessage
-from mailserver.store.tables import Account, Mailbox
+from mailserver.targets import Targets, find_targets
 from openmss.crypto.queuekey import load_queue_key
 from openmss.db.commit import BatchHandler
 from openmss.db.engine import Database
-from openmss.keyring.tables import AccountKey
 from openmss.settings import Settings
-
-# Built once: building SQLAlchemy expressions costs more than running them.
-# The mailboxes are chosen by id through two indexed lookups (the recipients' INBOXes by
-# address, the senders' Sent mailboxes by account): one WHERE with an OR across the two
-# tables made SQLite scan every mailbox of the server for each group of messages.
-_RECIPIENT_INBOXES = (
-    select(Mailbox.id)
-    .join(Account, Account.id == Mailbox.account_id)
-    .where(
-        Account.address.in_(bindparam("addresses", expanding=True)),
-        Account.disabled.is_(False),
-        Mailbox.name == "INBOX",
-    )
-)
-_SENDER_SENT_BOXES = select(Mailbox.id).where(
-    Mailbox.account_id.in_(bindparam("senders", expanding=True)), Mailbox.special_use == "\\Sent"
-)
-_TARGET_BOXES = (
-    select(
-        Account.address,
-        Mailbox.account_id,
-        Mailbox.id,
-        Mailbox.name,
-        Mailbox.special_use,
-        Mailbox.uidnext,
-        Mailbox.modseq,
-        AccountKey.fingerprint,
-        AccountKey.public,
-        AccountKey.mode,
-    )
-    .join(Account, Account.id == Mailbox.account_id)
-    .outerjoin(AccountKey, and_(AccountKey.account_id == Mailbox.account_id, AccountKey.current.is_(True)))
-    .where(Mailbox.id.in_(union_all(_RECIPIENT_INBOXES, _SENDER_SENT_BOXES)))
-    .order_by(Mailbox.id)
-)
-_TARGET_BOXES_FOR_UPDATE = _TARGET_BOXES.with_for_update(of=Mailbox)
-
 
 RecordConversations = Callable[[Session, Sequence[ConversationUpdate], datetime], None]
 
@@ -293,37 +254,14 @@ class Delivery:
             reports[index].queued = [r.address for r in item.recipients]
         return reports
 
-    def _target_boxes(self, session: Session, addresses: set[str], sender_ids: set[int]) -> _Targets:
-        """One query for every mailbox a group of messages goes to: the recipients' INBOXes and
-        the senders' Sent mailboxes, with their UIDNEXT and their owners' current keys, locked
-        on PostgreSQL (in id order, so that two instances never deadlock) until the
-        transaction ends."""
-        targets = _Targets()
-        if not addresses and not sender_ids:
-            return targets
-        conn = session.connection()
-        query = _TARGET_BOXES_FOR_UPDATE if conn.dialect.name == "postgresql" else _TARGET_BOXES
-        rows = conn.execute(query, {"addresses": sorted(addresses), "senders": sorted(sender_ids)})
-        for address, account_id, box_id, name, special_use, next_uid, modseq, fpr, public, mode in rows:
-            targets.boxes[int(box_id)] = (int(next_uid), int(modseq))
-            if fpr is not None:
-                targets.keys[int(account_id)] = OwnerKey(str(fpr), bytes(public), str(mode))
-            if name == "INBOX" and address in addresses:
-                targets.inboxes[str(address)] = (int(box_id), int(account_id))
-            if special_use == "\\Sent" and account_id in sender_ids:
-                targets.sent[int(account_id)] = int(box_id)
+    def _target_boxes(self, session: Session, addresses: set[str], sender_ids: set[int]) -> Targets:
+        """Every mailbox a group of messages goes to (``mailserver.targets``), locked on
+        PostgreSQL until the transaction ends."""
+        targets = find_targets(session.connection(), addresses, sender_ids)
         missing = sender_ids - targets.sent.keys()
         if missing:
             raise DeliveryError(f"no Sent mailbox for account(s) {sorted(missing)}")
         return targets
-
-
-@dataclass
-class _Targets:
-    inboxes: dict[str, tuple[int, int]] = field(default_factory=dict)  # address -> (box, account)
-    sent: dict[int, int] = field(default_factory=dict)  # account -> Sent box
-    boxes: dict[int, tuple[int, int]] = field(default_factory=dict)  # box -> (uidnext, modseq)
-    keys: dict[int, OwnerKey] = field(default_factory=dict)  # account -> current key
 
 
 def build_stores(settings: Settings) -> tuple[MailStore, QueueStore]:

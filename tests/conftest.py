@@ -16,13 +16,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-from servers import ServerFactory, make_tls_cache
+from openmss.db.engine import Database
+
+from servers import ServerFactory, make_tls_cache, migrated_database
 
 
 @pytest.fixture(scope="session")
 def tls_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and certificates made once per run (RSA key generation is slow)."""
     return make_tls_cache(tmp_path_factory.mktemp("tls-cache"))
+
+
+@pytest.fixture
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database (PostgreSQL's when the suite runs on it), named after the test
+    module; a module may define its own ``db`` instead."""
+    name = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    async with migrated_database(name, tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

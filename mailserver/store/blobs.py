@@ -10,7 +10,7 @@ Reads run on the event loop (``AsyncSession``). Encryption at rest wraps this in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from mailserver.store.tables import Blob, BlobChunk
 from openmss.db.base import random_id, table, utcnow
+from openmss.db.driver import DriverStatement
 
 CHUNK_SIZE = 1 << 20
 # Chunk rows are sent to the database in groups of about this many bytes.
 _FLUSH_BYTES = 8 << 20
-# Statements built once: building SQLAlchemy expressions costs more than running them.
-_INSERT_BLOB = insert(table(Blob))
-_INSERT_CHUNK = insert(table(BlobChunk))
+# Statements built once, run by the driver (openmss.db.driver): they are on every delivery.
+_INSERT_BLOB = DriverStatement(insert(table(Blob)).inline(), ("id", "size", "chunk_count", "created_at"))
+_INSERT_CHUNK = DriverStatement(insert(table(BlobChunk)).inline(), ("blob_id", "seq", "data"))
 
 
 class BlobNotFound(LookupError):
@@ -81,29 +82,23 @@ class DatabaseBlobStore:
         conn = session.connection()  # Core: the ORM's unit of work is not needed here
         ids = [random_id() for _ in bodies]
         now = utcnow()
-        conn.execute(
-            _INSERT_BLOB,
+        _INSERT_BLOB.executemany(
+            conn,
             [
-                {
-                    "id": blob_id,
-                    "size": size,
-                    "chunk_count": (size + self.chunk_size - 1) // self.chunk_size,
-                    "created_at": now,
-                }
+                (blob_id, size, (size + self.chunk_size - 1) // self.chunk_size, now)
                 for blob_id, size in zip(ids, (sum(len(c) for c in chunks) for chunks in bodies), strict=True)
             ],
         )
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[int, int, bytes | memoryview]] = []
         pending = 0
         for blob_id, chunks in zip(ids, bodies, strict=True):
             for seq, piece in enumerate(rechunk(chunks, self.chunk_size)):
-                rows.append({"blob_id": blob_id, "seq": seq, "data": piece})
+                rows.append((blob_id, seq, piece))
                 pending += len(piece)
                 if pending >= _FLUSH_BYTES:
-                    conn.execute(_INSERT_CHUNK, rows)
+                    _INSERT_CHUNK.executemany(conn, rows)
                     rows, pending = [], 0
-        if rows:
-            conn.execute(_INSERT_CHUNK, rows)
+        _INSERT_CHUNK.executemany(conn, rows)
         return ids
 
     async def get(self, session: AsyncSession, blob_id: int) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ from mailserver.store.blobs import BlobStore
 from mailserver.store.notify import notify_changed
 from mailserver.store.tables import Account, Mailbox, Message
 from openmss.db.base import table, utcnow
+from openmss.db.driver import DriverStatement
 
 # (name, RFC 6154 special-use attribute)
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -72,12 +73,18 @@ _SELECT_UIDNEXT = (
     .order_by(Mailbox.id)
 )
 _SELECT_UIDNEXT_FOR_UPDATE = _SELECT_UIDNEXT.with_for_update()
-_UPDATE_UIDNEXT = (
+# Run by the driver (openmss.db.driver): they are on every delivery.
+_UPDATE_UIDNEXT = DriverStatement(
     update(table(Mailbox))
     .where(table(Mailbox).c.id == bindparam("box"))
-    .values(uidnext=bindparam("next_uid"), modseq=bindparam("new_modseq"))
+    .values(uidnext=bindparam("next_uid"), modseq=bindparam("new_modseq")),
+    ("box", "next_uid", "new_modseq"),
 )
-_INSERT_MESSAGE = insert(table(Message))
+_MESSAGE_COLUMNS = (
+    *("mailbox_id", "uid", "blob_id", "size", "internal_date"),
+    *("flags", "decrypt_on_read", "modseq", "created_at"),
+)
+_INSERT_MESSAGE = DriverStatement(insert(table(Message)).inline(), _MESSAGE_COLUMNS)
 
 
 def new_uidvalidity() -> int:
@@ -181,25 +188,22 @@ class MailStore:
         for item in items:
             filed.append(FiledMessage(item.mailbox_id, uidnext[item.mailbox_id], item.blob_id, item.size))
             uidnext[item.mailbox_id] += 1
-        conn.execute(
-            _UPDATE_UIDNEXT,
-            [{"box": box, "next_uid": nxt, "new_modseq": modseq[box]} for box, nxt in uidnext.items()],
-        )
+        _UPDATE_UIDNEXT.executemany(conn, [(box, nxt, modseq[box]) for box, nxt in uidnext.items()])
         now = utcnow()
-        conn.execute(
-            _INSERT_MESSAGE,
+        _INSERT_MESSAGE.executemany(
+            conn,
             [
-                {
-                    "mailbox_id": item.mailbox_id,
-                    "uid": f.uid,
-                    "blob_id": item.blob_id,
-                    "size": item.size,
-                    "internal_date": item.internal_date,
-                    "flags": " ".join(item.flags),
-                    "decrypt_on_read": item.decrypt_on_read,
-                    "modseq": modseq[item.mailbox_id],
-                    "created_at": now,
-                }
+                (
+                    item.mailbox_id,
+                    f.uid,
+                    item.blob_id,
+                    item.size,
+                    item.internal_date,
+                    " ".join(item.flags),
+                    item.decrypt_on_read,
+                    modseq[item.mailbox_id],
+                    now,
+                )
                 for item, f in zip(items, filed, strict=True)
             ],
         )

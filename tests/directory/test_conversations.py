@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from directory.conversations import Conversation, MessagingPolicy, record
 from directory.policy import AddressKinds, ConversationUpdate, default_patient_domains
 from openmss.db.engine import Database
-from openmss.db.migrate import upgrade
-
-from servers import pg_database_url
 
 DOCTOR = "dr.martin@a.test"
 SECRETARIAT = "secretariat@a.test"
 PATIENT = "146026322000196@patient.a.test"
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = await pg_database_url("conversations") or f"sqlite+aiosqlite:///{tmp_path / 'c.sqlite3'}"
-    database = Database(url)
-    await upgrade(database)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 def _policy(db: Database) -> MessagingPolicy:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pysequoia as sq
@@ -16,7 +15,6 @@ from directory.wkd import wkd_hash
 from mailserver.store.tables import Account
 from openmss.audit import AuditEvent
 from openmss.db.engine import Database
-from openmss.db.migrate import upgrade
 from openmss.keyring.tables import AccountKey
 from openmss.settings import Settings
 
@@ -34,17 +32,6 @@ def _key(*user_ids: str) -> tuple[sq.Tsk, sq.Cert]:
 
 def _revoked(tsk: sq.Tsk, cert: sq.Cert) -> sq.Cert:
     return sq.Cert.from_bytes(bytes(cert) + bytes(cert.revoke(tsk.certifier())))
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    url = await pg_database_url("keys") or f"sqlite+aiosqlite:///{tmp_path / 'keys.sqlite3'}"
-    database = Database(url)
-    await upgrade(database)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture

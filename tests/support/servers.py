@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import random
 import shutil
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import asyncpg
 
 from mailserver.store.reader import MessageReader
+from openmss.db.engine import Database
+from openmss.db.migrate import upgrade
 from openmss.runtime import Runtime
 from openmss.settings import Settings
 from openmss.tls import create_ca, issue_certificate
@@ -91,6 +95,19 @@ async def pg_database_url(name: str) -> str | None:
     finally:
         await conn.close()
     return target.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(name: str, folder: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database for a test: PostgreSQL's ``name`` when the suite runs on it,
+    else SQLite in ``folder``; disposed of afterwards."""
+    url = await pg_database_url(name) or f"sqlite+aiosqlite:///{folder / (name + '.sqlite3')}"
+    database = Database(url)
+    await upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""Statements run through the driver (``openmss.db.driver``): rows stored exactly as SQLAlchemy
+stores them, inside the caller's transaction and SAVEPOINT, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+
+from mailserver.store import DatabaseBlobStore, MailStore
+from mailserver.store.tables import Blob, Mailbox, Message
+from openmss.db.base import table
+from openmss.db.driver import DriverStatement
+from openmss.db.engine import Database
+
+COLUMNS = (
+    "mailbox_id",
+    "uid",
+    "blob_id",
+    "size",
+    "internal_date",
+    "flags",
+    "decrypt_on_read",
+    "modseq",
+    "created_at",
+)
+INSERT_MESSAGE = DriverStatement(insert(table(Message)).inline(), COLUMNS)
+# A date west of UTC: stored as UTC, read back as the same instant.
+WHEN = datetime(2026, 11, 24, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=-5)))
+
+
+@pytest.fixture
+def box(db: Database) -> tuple[int, int]:
+    """A mailbox and a blob its messages point at."""
+    store = MailStore(DatabaseBlobStore())
+    with db.sync_transaction() as session:
+        account = store.create_account(session, "d@x.test", "not-a-hash", "D")
+        inbox = session.scalar(
+            select(Mailbox.id).where(Mailbox.account_id == account.id, Mailbox.name == "INBOX")
+        )
+        [blob] = store.blobs.put_many(session, [[b"body"]])
+    assert inbox is not None
+    return inbox, blob
+
+
+def _row(mailbox: int, blob: int, uid: int) -> tuple[object, ...]:
+    return (mailbox, uid, blob, 4, WHEN, "\\Seen", True, 7, WHEN)
+
+
+def _stored(db: Database, uid: int) -> tuple[object, ...]:
+    with db.sync_engine().connect() as conn:
+        # The raw column values, as the database holds them (no SQLAlchemy result processing).
+        return tuple(
+            conn.exec_driver_sql(
+                "SELECT internal_date, flags, decrypt_on_read, modseq, created_at FROM messages WHERE uid = "
+                + str(uid)
+            ).one()
+        )
+
+
+async def test_rows_are_stored_as_sqlalchemy_stores_them(db: Database, box: tuple[int, int]) -> None:
+    mailbox, blob = box
+    with db.sync_transaction() as session:
+        INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 1), _row(mailbox, blob, 2)])
+        session.execute(insert(table(Message)), [dict(zip(COLUMNS, _row(mailbox, blob, 3), strict=True))])
+    assert _stored(db, 1) == _stored(db, 3) == _stored(db, 2)
+    with db.sync_transaction() as session:
+        stored = session.scalars(select(Message).where(Message.uid == 1)).one()
+        assert (stored.internal_date, stored.decrypt_on_read, stored.flags) == (WHEN, True, "\\Seen")
+        assert stored.internal_date.tzinfo is UTC
+
+
+async def test_inside_the_callers_transaction_and_savepoint(db: Database, box: tuple[int, int]) -> None:
+    mailbox, blob = box
+    with db.sync_transaction() as session:
+        INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 10)])
+        with pytest.raises(Exception), session.begin_nested():  # noqa: B017 - the driver's own error
+            INSERT_MESSAGE.executemany(
+                session.connection(), [_row(mailbox, blob, 11), _row(mailbox, blob, 10)]
+            )
+        update_box = DriverStatement(
+            update(table(Mailbox))
+            .where(table(Mailbox).c.id == bindparam("box"))
+            .values(uidnext=bindparam("n")),
+            ("box", "n"),
+        )
+        update_box.executemany(session.connection(), [(mailbox, 99)])
+    with db.sync_transaction() as session:
+        uids = session.scalars(select(Message.uid).where(Message.mailbox_id == mailbox)).all()
+        assert sorted(uids) == [10]  # 11 went with the SAVEPOINT that failed on the duplicate 10
+        assert session.scalar(select(Mailbox.uidnext).where(Mailbox.id == mailbox)) == 99
+    with pytest.raises(Exception), db.sync_transaction() as session:  # noqa: B017
+        INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 12)])
+        raise RuntimeError("the caller's transaction fails")
+    with db.sync_transaction() as session:
+        assert session.scalar(select(Message.uid).where(Message.uid == 12)) is None
+
+
+async def test_statements_that_cannot_run_this_way_are_refused(db: Database, box: tuple[int, int]) -> None:
+    mailbox, blob = box
+    with db.sync_transaction() as session:
+        INSERT_MESSAGE.executemany(session.connection(), [])  # nothing to do: no error
+        missing = DriverStatement(insert(table(Message)).inline(), (*COLUMNS[:-1], "when"))
+        with pytest.raises(ValueError, match="not among the row's keys"):
+            missing.executemany(session.connection(), [_row(mailbox, blob, 20)])
+        returning = DriverStatement(
+            insert(table(Blob)).returning(table(Blob).c.id), ("id", "size", "chunk_count", "created_at")
+        )
+        with pytest.raises(ValueError, match="returns nothing"):
+            returning.executemany(session.connection(), [(1, 1, 1, WHEN)])
