@@ -212,8 +212,14 @@ class AccountBackend:
         size = 50 if content else 2000
         for chunk in MailboxStore.batches(uids, size):
             async with self.deps.db.reads() as reads:
-                batch = await self.deps.mailboxes.metas_batch(reads, mailbox_id, chunk)
-                found, missing = self._cached(batch, mailbox_id) if content else ({}, [])
+                if content:
+                    # Messages already in the header index are not sealed and sent to it again.
+                    batch, indexed = await self.deps.mailboxes.metas_batch_indexed(reads, mailbox_id, chunk)
+                    self._indexed.update(indexed)
+                    found, missing = self._cached(batch, mailbox_id)
+                else:
+                    batch = await self.deps.mailboxes.metas_batch(reads, mailbox_id, chunk)
+                    found, missing = {}, []
                 stored = await self._read_bodies(reads, missing) if missing else {}
             if missing:
                 found.update(await self._open(missing, stored, mailbox_id))

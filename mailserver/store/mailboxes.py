@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from mailserver.store.blobs import BlobNotFound, BlobStore
 from mailserver.store.mailstore import new_uidvalidity
 from mailserver.store.notify import notify_changed
-from mailserver.store.tables import Blob, BlobChunk, ExpungedMessage, Mailbox, Message
+from mailserver.store.tables import Blob, BlobChunk, ExpungedMessage, Mailbox, Message, MessageHeader
 from openmss.db.base import table, utcnow
 from openmss.db.reads import Reads
 
@@ -172,6 +172,17 @@ class _Q:
         )
         .order_by(Message.uid)
     )
+    # The same, with whether each message has an entry in the sealed header index.
+    metas_indexed = (
+        select(*META_COLUMNS, MessageHeader.message_id.is_not(None))
+        .outerjoin(MessageHeader, MessageHeader.message_id == Message.id)
+        .where(
+            Message.mailbox_id == bindparam("box"),
+            Message.uid >= bindparam("lo"),
+            Message.uid <= bindparam("hi"),
+        )
+        .order_by(Message.uid)
+    )
     small_bodies = (
         select(Blob.id, BlobChunk.data)
         .join(BlobChunk, BlobChunk.blob_id == Blob.id)
@@ -257,6 +268,17 @@ class MailboxStore:
         wanted = None if contiguous else set(chunk)
         rows = await reads.rows(_Q.metas, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
         return [meta_row(row) for row in rows if wanted is None or row[1] in wanted]
+
+    async def metas_batch_indexed(
+        self, reads: Reads, mailbox_id: int, chunk: Sequence[int]
+    ) -> tuple[list[MessageMeta], set[int]]:
+        """``metas_batch``, and the ids of those messages the sealed header index holds."""
+        if not chunk:
+            return [], set()
+        wanted = None if chunk[-1] - chunk[0] + 1 == len(chunk) else set(chunk)
+        rows = await reads.rows(_Q.metas_indexed, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
+        metas = [meta_row(row[:-1]) for row in rows if wanted is None or row[1] in wanted]
+        return metas, {int(row[0]) for row in rows if row[-1] and (wanted is None or row[1] in wanted)}
 
     async def bodies(self, reads: Reads, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Several small bodies in one query (a batch of messages to search); bodies of more

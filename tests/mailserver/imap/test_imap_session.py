@@ -561,3 +561,38 @@ async def test_header_search_without_a_cache(servers):
 
     await asyncio.to_thread(run)
     assert server.runtime.imap.deps.imap.header_caches.used == 0
+
+
+async def test_reading_an_indexed_message_does_not_seal_its_header_again(server, monkeypatch):
+    """A message already in the header index (APPEND indexes at once) is not sealed and sent to
+    the index again when a later session reads it; a delivered one is, once."""
+    from mailserver.imap import backend
+
+    alice = await server.add_account("alice")
+    saved: list[int] = []
+    real_save = backend.headerindex.save
+
+    def recording_save(session, entries):  # type: ignore[no-untyped-def]
+        saved.extend(message_id for message_id, _ in entries)
+        return real_save(session, entries)
+
+    monkeypatch.setattr(backend.headerindex, "save", recording_save)
+    await asyncio.to_thread(_submit, server, alice, [alice], "Delivered, not indexed")
+    await server.wait_for_messages(alice, 1)
+    note = b"From: alice@a.test\r\nSubject: Appended\r\n\r\nNote\r\n"
+
+    def session(append: bool) -> None:
+        client = _imaps(server, alice)
+        if append:
+            assert client.append("INBOX", None, None, note)[0] == "OK"
+        client.select("INBOX")
+        assert client.fetch("1:2", "(BODY.PEEK[])")[0] == "OK"
+        client.logout()
+
+    await asyncio.to_thread(session, True)
+    rows = await _index_rows(server, 2)
+    assert len(rows) == 2 and sorted(saved) == sorted(rows)  # each sealed once: appended, then read
+    saved.clear()
+    await asyncio.to_thread(session, False)
+    await asyncio.sleep(0.3)  # a session writes its entries as it ends
+    assert saved == [] and await _index_rows(server) == rows
