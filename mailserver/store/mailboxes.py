@@ -173,15 +173,8 @@ class _Q:
         .order_by(Message.uid)
     )
     # The same, with whether each message has an entry in the sealed header index.
-    metas_indexed = (
-        select(*META_COLUMNS, MessageHeader.message_id.is_not(None))
-        .outerjoin(MessageHeader, MessageHeader.message_id == Message.id)
-        .where(
-            Message.mailbox_id == bindparam("box"),
-            Message.uid >= bindparam("lo"),
-            Message.uid <= bindparam("hi"),
-        )
-        .order_by(Message.uid)
+    metas_indexed = metas.add_columns(MessageHeader.message_id.is_not(None)).outerjoin(
+        MessageHeader, MessageHeader.message_id == Message.id
     )
     small_bodies = (
         select(Blob.id, BlobChunk.data)
