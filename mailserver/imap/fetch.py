@@ -9,7 +9,7 @@ from mailserver.imap.bodystructure import body, bodystructure
 from mailserver.imap.envelope import envelope
 from mailserver.imap.mime import MimePart, parse_message
 from mailserver.imap.parser import FetchAttribute
-from mailserver.imap.sections import rfc822, rfc822_header, rfc822_text, section_bytes
+from mailserver.imap.sections import apply_partial, rfc822, rfc822_header, rfc822_text, section_bytes
 from mailserver.store.mailboxes import MessageMeta
 
 _META_ONLY = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
@@ -58,10 +58,30 @@ def render_item(item: FetchAttribute, meta: MessageMeta, tree: MimePart | None) 
 def render_fetch(
     seq: int, meta: MessageMeta, items: Sequence[FetchAttribute], content: bytes | None
 ) -> bytes:
-    """``* seq FETCH (...)`` with CRLF."""
-    tree = parse_message(content) if content is not None else None
-    rendered = [render_item(item, meta, tree) for item in items]
+    """``* seq FETCH (...)`` with CRLF. The message is parsed into its MIME tree only if an
+    item needs it: ``BODY[]`` (a mail client's usual download) and ``RFC822`` are the message
+    as it is."""
+    tree: MimePart | None = None
+    rendered: list[bytes] = []
+    for item in items:
+        if content is not None and whole_message(item):
+            origin, count = item.partial if item.partial else (None, None)
+            data = apply_partial(content, origin, count)
+            rendered.append(item.response_name().encode("ascii") + b" " + wire.literal(data))
+            continue
+        if tree is None and content is not None and item.name not in _META_ONLY:
+            tree = parse_message(content)
+        rendered.append(render_item(item, meta, tree))
     return b"* %d FETCH (" % seq + b" ".join(rendered) + b")\r\n"
+
+
+def whole_message(item: FetchAttribute) -> bool:
+    """Whether ``item`` is the whole message, byte for byte (RFC 3501 §6.4.5: ``BODY[]``,
+    ``BODY.PEEK[]``, ``RFC822``; with or without a partial range)."""
+    if item.name == "RFC822":
+        return True
+    section = item.section
+    return item.name == "BODY" and section is not None and not section.part and section.text is None
 
 
 def flags_update(seq: int, meta: MessageMeta, *, uid: bool, modseq: bool) -> bytes:

@@ -167,11 +167,36 @@ def encrypt_message(message: bytes, recipients: Sequence[pgp.Cert], *, mark_prot
     )
 
 
+_OUR_TYPE = b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n'
+_BEGIN = b"\r\n-----BEGIN PGP MESSAGE-----\r\n"
+_END = b"\r\n-----END PGP MESSAGE-----\r\n"
+
+
+def _our_payload(message: bytes) -> bytes | None:
+    """The armoured data of a message laid out as ``encrypt_message`` writes it (the stored
+    copies this server reads back on every FETCH), found without parsing its MIME structure:
+    our exact Content-Type field, one armour block, no transfer encoding anywhere. None for
+    anything else. A wrong slice could only fail to decrypt (the data is integrity-protected)."""
+    end_of_header = message.find(b"\r\n\r\n")
+    if end_of_header < 0 or message.find(_OUR_TYPE, 0, end_of_header + 2) < 0:
+        return None
+    begin = message.find(_BEGIN, end_of_header)
+    end = message.find(_END, begin + 1) if begin >= 0 else -1
+    if end < 0 or message.find(_BEGIN, begin + 1) >= 0 or message.find(_END, end + 1) >= 0:
+        return None
+    if message.find(b"Content-Transfer-Encoding", end_of_header, begin) >= 0:
+        return None
+    return message[begin + 2 : end + len(_END)]
+
+
 def encrypted_payload(message: bytes) -> bytes:
     """The OpenPGP data of a PGP/MIME encrypted message (RFC 3156 §4: the second part).
 
     Found by its boundary (a 25 MB message is not parsed whole); a second part with a
     transfer encoding, or anything unusual, goes through the ``email`` parser instead."""
+    ours = _our_payload(message)
+    if ours is not None:
+        return ours
     head_view, body_view = split_header(message)
     main, sub, msg = _content_type(bytes(head_view))
     if (f"{main}/{sub}", _param(msg, "protocol")) != ("multipart/encrypted", "application/pgp-encrypted"):

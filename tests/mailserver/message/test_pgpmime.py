@@ -110,3 +110,38 @@ def test_round_trip_is_exact(key: tuple[pgp.Cert, pgp.Tsk], subject: str, body: 
     message = b"From: a@a.test\r\nSubject: " + subject.encode() + b"\r\n\r\n" + body
     stored = pgpmime.encrypt_message(message, [cert], mark_protected=False)
     assert pgpmime.decrypt_message(stored, [secret]) == message
+
+
+def test_stored_copies_are_taken_apart_without_the_mime_parser(
+    key: tuple[pgp.Cert, pgp.Tsk], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy as ``encrypt_message`` writes it gives its armour by a direct search, the very
+    bytes the MIME path finds; anything laid out otherwise takes the MIME path."""
+    cert, secret = key
+    copy = pgpmime.encrypt_message(MESSAGE, [cert], mark_protected=False)
+    fast = pgpmime.encrypted_payload(copy)
+    monkeypatch.setattr(pgpmime, "_our_payload", lambda message: None)
+    assert pgpmime.encrypted_payload(copy) == fast
+    monkeypatch.undo()
+    assert pgpmime._our_payload(copy) == fast and fast.startswith(b"-----BEGIN PGP MESSAGE-----\r\n")
+    assert pgpmime.decrypt_message(copy, [secret]) == MESSAGE
+    armour = fast.rstrip(b"\r\n")
+    others = [
+        # Two armour blocks (an attacker's message, say): not the simple layout.
+        copy.replace(fast, fast + fast),
+        # A transfer encoding on a part.
+        copy.replace(
+            b"Content-Description: OpenPGP",
+            b"Content-Transfer-Encoding: 7bit\r\nContent-Description: OpenPGP",
+        ),
+        # The type spelt otherwise (still valid MIME).
+        copy.replace(
+            b"Content-Type: multipart/encrypted; protocol=", b"Content-Type: Multipart/Encrypted; protocol="
+        ),
+        # No armour end.
+        copy.replace(b"-----END PGP MESSAGE-----", b"-----END PGP-----"),
+    ]
+    for other in others:
+        assert other != copy and pgpmime._our_payload(other) is None
+    # The MIME path still reads the respelt type.
+    assert pgpmime.encrypted_payload(others[2]).rstrip(b"\r\n") == armour
