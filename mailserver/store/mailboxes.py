@@ -25,6 +25,7 @@ from mailserver.store.mailstore import new_uidvalidity
 from mailserver.store.notify import notify_changed
 from mailserver.store.tables import Blob, BlobChunk, ExpungedMessage, Mailbox, Message, MessageHeader
 from openmss.db.base import table, utcnow
+from openmss.db.driver import DriverSelect
 from openmss.db.reads import Reads
 
 SEPARATOR = "/"
@@ -173,13 +174,21 @@ class _Q:
         .order_by(Message.uid)
     )
     # The same, with whether each message has an entry in the sealed header index.
-    metas_indexed = metas.add_columns(MessageHeader.message_id.is_not(None)).outerjoin(
-        MessageHeader, MessageHeader.message_id == Message.id
+    metas_indexed = DriverSelect(
+        metas.add_columns(MessageHeader.message_id.is_not(None)).outerjoin(
+            MessageHeader, MessageHeader.message_id == Message.id
+        )
     )
     small_bodies = (
         select(Blob.id, BlobChunk.data)
         .join(BlobChunk, BlobChunk.blob_id == Blob.id)
         .where(Blob.id.in_(bindparam("ids", expanding=True)), Blob.chunk_count == 1)
+    )
+    # One body, as a client downloads them (a FETCH per message).
+    small_body = DriverSelect(
+        select(Blob.id, BlobChunk.data)
+        .join(BlobChunk, BlobChunk.blob_id == Blob.id)
+        .where(Blob.id == bindparam("id"), Blob.chunk_count == 1)
     )
     index_changed = (
         select(Message.uid, Message.flags, Message.modseq)
@@ -278,7 +287,11 @@ class MailboxStore:
         than one chunk are left out: read them with ``body``."""
         if not blob_ids:
             return {}
-        rows = await reads.rows(_Q.small_bodies, {"ids": sorted(set(blob_ids))})
+        ids = sorted(set(blob_ids))
+        if len(ids) == 1:
+            rows = await reads.rows(_Q.small_body, {"id": ids[0]})
+        else:
+            rows = await reads.rows(_Q.small_bodies, {"ids": ids})
         return {int(blob_id): bytes(data) for blob_id, data in rows}
 
     async def changes(self, reads: Reads, mailbox_id: int, since_modseq: int, known_uidnext: int) -> Changes:

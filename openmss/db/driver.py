@@ -13,11 +13,11 @@ driver's cursor of the same connection, inside the caller's transaction (and SAV
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -78,3 +78,67 @@ class DriverStatement:
             cursor.executemany(compiled.sql, values)
         finally:
             cursor.close()
+
+
+@dataclass(frozen=True)
+class _Query:
+    sql: str
+    params: tuple[
+        tuple[str | None, Any], ...
+    ]  # per placeholder: the parameter's name, or None and its fixed value
+    binders: tuple[Callable[[Any], Any] | None, ...]
+    readers: tuple[Callable[[Any], Any] | None, ...]  # per result column
+
+
+class DriverSelect:
+    """A SELECT on a hot read path (IMAP FETCH): SQLite's inline reads (``openmss.db.reads``)
+    run it through the driver, its rows processed by the result columns' own types (a UTC
+    datetime, a boolean); elsewhere ``statement`` is executed as usual. Without expanding
+    (``IN``) parameters."""
+
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Query] = {}
+
+    def query(self, dialect: Dialect) -> _Query:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            style = _PARAMSTYLE.get(dialect.name)
+            if style is None:
+                raise NotImplementedError(f"no positional parameter style known for {dialect.name}")
+            dialect_class: Any = type(dialect)
+            result = self.statement.compile(dialect=dialect_class(paramstyle=style))
+            names = result.positiontup or []
+            binds = [result.binds[name] for name in names]
+            if any(bind.expanding for bind in binds):
+                raise ValueError("a DriverSelect takes no expanding (IN) parameters")
+            compiled = _Query(
+                result.string,
+                tuple((bind.key, None) if bind.required else (None, bind.value) for bind in binds),
+                tuple(bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds),
+                tuple(
+                    column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for column in self.statement.selected_columns
+                ),
+            )
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def rows(self, conn: Connection, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
+        """The rows, in the connection's current transaction."""
+        query = self.query(conn.dialect)
+        given = params or {}
+        values = []
+        for (name, fixed), bind in zip(query.params, query.binders, strict=True):
+            value = given[name] if name is not None else fixed
+            values.append(value if bind is None else bind(value))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(query.sql, values)
+            raw = cursor.fetchall()
+        finally:
+            cursor.close()
+        readers = query.readers
+        if not any(readers):
+            return [tuple(row) for row in raw]
+        return [tuple(v if r is None else r(v) for r, v in zip(readers, row, strict=True)) for row in raw]

@@ -24,12 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
+from openmss.db.driver import DriverSelect
+
 
 class Reads(Protocol):
     """Build statements once, with ``bindparam`` placeholders, and pass the values as
     ``params``: building a ``select()`` costs several times more than running it."""
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]: ...
+    async def rows(
+        self, statement: Executable | DriverSelect, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]: ...
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any: ...
 
@@ -38,7 +42,13 @@ class _InlineReads:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+    async def rows(
+        self, statement: Executable | DriverSelect, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]:
+        if isinstance(statement, DriverSelect):
+            if not self._conn.in_transaction():
+                self._conn.begin()  # one snapshot for every statement of this block
+            return statement.rows(self._conn, params)
         return self._conn.execute(statement, params).all()
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
@@ -49,7 +59,11 @@ class _AsyncReads:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+    async def rows(
+        self, statement: Executable | DriverSelect, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]:
+        if isinstance(statement, DriverSelect):
+            statement = statement.statement
         return (await self._conn.execute(statement, params)).all()
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, insert, select, update
 from mailserver.store import DatabaseBlobStore, MailStore
 from mailserver.store.tables import Blob, Mailbox, Message
 from openmss.db.base import table
-from openmss.db.driver import DriverStatement
+from openmss.db.driver import DriverSelect, DriverStatement
 from openmss.db.engine import Database
 
 COLUMNS = (
@@ -109,3 +109,44 @@ async def test_statements_that_cannot_run_this_way_are_refused(db: Database, box
         )
         with pytest.raises(ValueError, match="returns nothing"):
             returning.executemany(session.connection(), [(1, 1, 1, WHEN)])
+
+
+async def test_a_driver_select_reads_as_sqlalchemy_reads(db: Database, box: tuple[int, int]) -> None:
+    """The same rows, with the same Python types (a UTC-aware datetime, a boolean), whether
+    the driver runs the query (SQLite's inline reads) or SQLAlchemy does (PostgreSQL)."""
+    mailbox, blob = box
+    with db.sync_transaction() as session:
+        INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 1), _row(mailbox, blob, 2)])
+    messages = table(Message)
+    statement = (
+        select(messages.c.uid, messages.c.internal_date, messages.c.decrypt_on_read, Mailbox.name)
+        .join(Mailbox, Mailbox.id == messages.c.mailbox_id)
+        .where(messages.c.mailbox_id == bindparam("box"), Mailbox.name == "INBOX")  # a fixed value too
+        .order_by(messages.c.uid)
+    )
+    query = DriverSelect(statement)
+    async with db.reads() as reads:
+        fast = await reads.rows(query, {"box": mailbox})
+        plain = [tuple(row) for row in await reads.rows(statement, {"box": mailbox})]
+    assert fast == plain == [(1, WHEN, True, "INBOX"), (2, WHEN, True, "INBOX")]
+    assert fast[0][1].tzinfo is UTC
+    with pytest.raises(ValueError, match="expanding"):
+        DriverSelect(
+            select(messages.c.uid).where(messages.c.uid.in_(bindparam("uids", expanding=True)))
+        ).query(db.sync_engine().dialect)
+
+
+async def test_driver_selects_of_one_read_block_share_its_snapshot(
+    db: Database, box: tuple[int, int]
+) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite's inline reads run a DriverSelect through the driver")
+    mailbox, blob = box
+    query = DriverSelect(select(Message.uid).where(Message.mailbox_id == bindparam("box")))
+    async with db.reads() as reads:
+        before = await reads.rows(query, {"box": mailbox})
+        with db.sync_transaction() as session:  # committed meanwhile
+            INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 30)])
+        assert await reads.rows(query, {"box": mailbox}) == before == []
+    async with db.reads() as reads:
+        assert await reads.rows(query, {"box": mailbox}) == [(30,)]
