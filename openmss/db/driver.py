@@ -19,10 +19,23 @@ from typing import Any
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import ClauseElement
 
 # Positional styles that both drivers take: sqlite3 "?", psycopg "%s".
 _PARAMSTYLE = {"sqlite": "qmark", "postgresql": "format"}
+
+
+def _compile_positional(statement: ClauseElement, dialect: Dialect, **options: Any) -> SQLCompiler:
+    """``statement`` compiled for ``dialect``'s driver with positional parameters."""
+    style = _PARAMSTYLE.get(dialect.name)
+    if style is None:
+        raise NotImplementedError(f"no positional parameter style known for {dialect.name}")
+    dialect_class: Any = type(dialect)
+    compiled = statement.compile(dialect=dialect_class(paramstyle=style), **options)
+    assert isinstance(compiled, SQLCompiler)
+    return compiled
 
 
 @dataclass(frozen=True)
@@ -44,12 +57,7 @@ class DriverStatement:
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            style = _PARAMSTYLE.get(dialect.name)
-            if style is None:
-                raise NotImplementedError(f"no positional parameter style known for {dialect.name}")
-            dialect_class: Any = type(dialect)
-            positional = dialect_class(paramstyle=style)
-            result = self._statement.compile(dialect=positional, column_keys=list(self._keys))
+            result = _compile_positional(self._statement, dialect, column_keys=list(self._keys))
             names = result.positiontup or []
             if "RETURNING" in result.string.upper():
                 raise ValueError("a DriverStatement returns nothing: build it with .inline()")
@@ -103,11 +111,7 @@ class DriverSelect:
     def query(self, dialect: Dialect) -> _Query:
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            style = _PARAMSTYLE.get(dialect.name)
-            if style is None:
-                raise NotImplementedError(f"no positional parameter style known for {dialect.name}")
-            dialect_class: Any = type(dialect)
-            result = self.statement.compile(dialect=dialect_class(paramstyle=style))
+            result = _compile_positional(self.statement, dialect)
             names = result.positiontup or []
             binds = [result.binds[name] for name in names]
             if any(bind.expanding for bind in binds):
