@@ -109,6 +109,9 @@ def _inline_engine(path: str) -> Engine:
         poolclass=QueuePool,
         pool_size=5,
         max_overflow=-1,
+        # Every read block ends with its own rollback (``_inline_connection``): no second one
+        # when the connection goes back to the pool.
+        pool_reset_on_return=None,
         connect_args={"timeout": 30, "check_same_thread": False},
     )
 
