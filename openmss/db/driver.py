@@ -9,6 +9,9 @@ A ``DriverStatement`` is a Core statement compiled once per dialect, with positi
 and the column types' own bind processors (so a value is stored exactly as SQLAlchemy would
 store it, e.g. a UTC datetime as SQLite's naive text); ``executemany`` hands the rows to the
 driver's cursor of the same connection, inside the caller's transaction (and SAVEPOINT).
+
+A ``DriverSelect`` does the same for a SELECT on the IMAP sessions' hot reads (SQLite's inline
+reads, ``openmss.db.reads``), its rows read back through the result columns' own types.
 """
 
 from __future__ import annotations
@@ -91,9 +94,8 @@ class DriverStatement:
 @dataclass(frozen=True)
 class _Query:
     sql: str
-    params: tuple[
-        tuple[str | None, Any], ...
-    ]  # per placeholder: the parameter's name, or None and its fixed value
+    # Per placeholder: the parameter's name, or None and the fixed value the statement holds.
+    params: tuple[tuple[str | None, Any], ...]
     binders: tuple[Callable[[Any], Any] | None, ...]
     readers: tuple[Callable[[Any], Any] | None, ...]  # per result column
 
