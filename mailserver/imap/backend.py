@@ -9,6 +9,7 @@ unlocked the account; appending encrypts to the account's current key, as delive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from mailserver.encryption import AtRest, OwnerKey
 from mailserver.imap.headercache import HeaderCache, HeaderCaches
 from mailserver.store import headerindex
+from mailserver.store.blobs import BlobNotFound
 from mailserver.store.mailboxes import Changes, MailboxInfo, MailboxStore, MessageMeta, meta_row
 from mailserver.store.mailstore import MailStore, NewMessage, StoredMessage
 from mailserver.store.notify import MailboxEvents
@@ -221,6 +223,7 @@ class AccountBackend:
                     batch = await self.deps.mailboxes.metas_batch(reads, mailbox_id, chunk)
                     found, missing = {}, []
                 stored = await self._read_bodies(reads, missing) if missing else {}
+            missing = [meta for meta in missing if meta.blob_id in stored]
             if missing:
                 found.update(await self._open(missing, stored, mailbox_id))
             yield batch, found
@@ -276,10 +279,13 @@ class AccountBackend:
         return found, missing
 
     async def _read_bodies(self, reads: Reads, missing: Sequence[MessageMeta]) -> dict[int, bytes]:
+        """The stored bodies, by blob id; one that is gone is left out: its message was expunged
+        by another session after its metadata was read (PostgreSQL's reads are READ COMMITTED)."""
         stored = await self.deps.mailboxes.bodies(reads, [m.blob_id for m in missing])
         for meta in missing:
             if meta.blob_id not in stored:  # a large body: chunk by chunk
-                stored[meta.blob_id] = await self.deps.mailboxes.body(reads, meta)
+                with contextlib.suppress(BlobNotFound):
+                    stored[meta.blob_id] = await self.deps.mailboxes.body(reads, meta)
         return stored
 
     async def _open(

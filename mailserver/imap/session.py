@@ -711,6 +711,7 @@ class Session:
             return
         content = needs_content(items)
         read: list[int] = []
+        vanished_meanwhile = False  # a message expunged by another session as this FETCH read it
         async for batch, bodies in account.fetch_batches(view.mailbox_id, uids, content=content):
             for meta in batch:
                 if command.changedsince is not None and meta.modseq <= command.changedsince:
@@ -724,8 +725,19 @@ class Session:
                 data = bodies.get(meta.uid)
                 if data is not None:
                     read.append(meta.uid)
+                elif content:
+                    vanished_meanwhile = True
+                    continue
                 await self._emit(render_fetch(seq, meta, wanted, data))
         await account.record_read(view.info.name, read)
+        if vanished_meanwhile:
+            # RFC 2180 §4.1.2: the others' data, and NO for the whole command; RFC 5530's code
+            # tells the client why (its NOOP will bring the EXPUNGE).
+            await self._sync(allow_expunge=command.uid)
+            await self._tagged(
+                command.tag, "NO", "Some of the messages were expunged meanwhile", "EXPUNGEISSUED"
+            )
+            return
         await self._done(command, allow_expunge=command.uid)
 
     async def _fetch_light(self, command: p.Fetch, names: Sequence[str]) -> None:

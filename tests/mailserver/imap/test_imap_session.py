@@ -596,3 +596,39 @@ async def test_reading_an_indexed_message_does_not_seal_its_header_again(server,
     await asyncio.to_thread(session, False)
     await asyncio.sleep(0.3)  # a session writes its entries as it ends
     assert saved == [] and await _index_rows(server) == rows
+
+
+async def test_a_body_gone_meanwhile_gets_no_expungeissued_and_the_rest(server):
+    """A message expunged by another session between the metadata and the body reads (possible
+    on PostgreSQL, whose reads are READ COMMITTED; simulated here by its body's rows going):
+    the other messages' data, then NO [EXPUNGEISSUED] (RFC 2180 §4.1.2, RFC 5530), and the
+    session goes on."""
+    from sqlalchemy import delete, select
+
+    from mailserver.store.tables import BlobChunk, Mailbox, Message
+
+    alice = await server.add_account("alice")
+    for n in range(2):
+        await asyncio.to_thread(_submit, server, alice, [alice], f"Message {n}", f"corps {n}")
+    await server.wait_for_messages(alice, 2)
+    async with server.runtime.db.transaction() as session:
+        blob = await session.scalar(
+            select(Message.blob_id)
+            .join(Mailbox, Mailbox.id == Message.mailbox_id)
+            .where(Mailbox.name == "INBOX", Message.uid == 2)
+        )
+        await session.execute(delete(BlobChunk).where(BlobChunk.blob_id == blob))
+
+    def run() -> None:
+        client = _imaps(server, alice)
+        client.select("INBOX")
+        typ, data = client.fetch("1:2", "(BODY.PEEK[])")
+        assert typ == "NO" and b"EXPUNGEISSUED" in data[0]
+        fetched = [item for item in client.response("FETCH")[1] if isinstance(item, tuple)]
+        assert len(fetched) == 1 and fetched[0][0].startswith(b"1 (") and b"corps 0" in fetched[0][1]
+        assert client.noop()[0] == "OK"
+        typ, data = client.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK" and b"corps 0" in data[0][1]
+        client.logout()
+
+    await asyncio.to_thread(run)
