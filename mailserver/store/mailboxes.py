@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from mailserver.store.blobs import BlobNotFound, BlobStore
 from mailserver.store.mailstore import new_uidvalidity
@@ -145,6 +146,19 @@ def meta_row(row: Any) -> MessageMeta:
     return MessageMeta(mid, uid, tuple(flags.split()) if flags else (), date, size, modseq, blob, bool(dor))
 
 
+async def _batch_rows(
+    reads: Reads, statement: Executable | DriverSelect, mailbox_id: int, chunk: Sequence[int]
+) -> list[Any]:
+    """The rows of one batch of UIDs (ascending), read by UID range (``uid`` second)."""
+    if not chunk:
+        return []
+    rows = await reads.rows(statement, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
+    if chunk[-1] - chunk[0] + 1 == len(chunk):
+        return list(rows)
+    wanted = set(chunk)
+    return [row for row in rows if row[1] in wanted]
+
+
 class _Q:
     """The read statements, built once (see ``openmss.db.reads.Reads``)."""
 
@@ -179,17 +193,14 @@ class _Q:
             MessageHeader, MessageHeader.message_id == Message.id
         )
     )
-    small_bodies = (
+    _one_chunk_bodies = (
         select(Blob.id, BlobChunk.data)
         .join(BlobChunk, BlobChunk.blob_id == Blob.id)
-        .where(Blob.id.in_(bindparam("ids", expanding=True)), Blob.chunk_count == 1)
+        .where(Blob.chunk_count == 1)
     )
+    small_bodies = _one_chunk_bodies.where(Blob.id.in_(bindparam("ids", expanding=True)))
     # One body, as a client downloads them (a FETCH per message).
-    small_body = DriverSelect(
-        select(Blob.id, BlobChunk.data)
-        .join(BlobChunk, BlobChunk.blob_id == Blob.id)
-        .where(Blob.id == bindparam("id"), Blob.chunk_count == 1)
-    )
+    small_body = DriverSelect(_one_chunk_bodies.where(Blob.id == bindparam("id")))
     index_changed = (
         select(Message.uid, Message.flags, Message.modseq)
         .where(Message.mailbox_id == bindparam("box"), Message.modseq > bindparam("since"))
@@ -264,23 +275,14 @@ class MailboxStore:
 
     async def metas_batch(self, reads: Reads, mailbox_id: int, chunk: Sequence[int]) -> list[MessageMeta]:
         """Metadata of one batch of UIDs (ascending), read by UID range."""
-        if not chunk:
-            return []
-        contiguous = chunk[-1] - chunk[0] + 1 == len(chunk)
-        wanted = None if contiguous else set(chunk)
-        rows = await reads.rows(_Q.metas, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
-        return [meta_row(row) for row in rows if wanted is None or row[1] in wanted]
+        return [meta_row(row) for row in await _batch_rows(reads, _Q.metas, mailbox_id, chunk)]
 
     async def metas_batch_indexed(
         self, reads: Reads, mailbox_id: int, chunk: Sequence[int]
     ) -> tuple[list[MessageMeta], set[int]]:
         """``metas_batch``, and the ids of those messages the sealed header index holds."""
-        if not chunk:
-            return [], set()
-        wanted = None if chunk[-1] - chunk[0] + 1 == len(chunk) else set(chunk)
-        rows = await reads.rows(_Q.metas_indexed, {"box": mailbox_id, "lo": chunk[0], "hi": chunk[-1]})
-        metas = [meta_row(row[:-1]) for row in rows if wanted is None or row[1] in wanted]
-        return metas, {int(row[0]) for row in rows if row[-1] and (wanted is None or row[1] in wanted)}
+        rows = await _batch_rows(reads, _Q.metas_indexed, mailbox_id, chunk)
+        return [meta_row(row[:-1]) for row in rows], {int(row[0]) for row in rows if row[-1]}
 
     async def bodies(self, reads: Reads, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Several small bodies in one query (a batch of messages to search); bodies of more
