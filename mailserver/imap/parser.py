@@ -1184,7 +1184,7 @@ def _section(r: _Reader) -> Section:
     elif text not in (None, "HEADER", "TEXT", "MIME"):
         raise r.error("invalid section")
     r.expect(b"]", "]")
-    return Section(tuple(part), typing.cast(SectionText | None, text), tuple(fields))
+    return Section(tuple(part), typing.cast("SectionText | None", text), tuple(fields))
 
 
 def _fetch_attribute(r: _Reader) -> FetchAttribute:

@@ -81,6 +81,7 @@ class Session:
         self._watch = contextlib.ExitStack()
         self._changed: asyncio.Event | None = None
         self._checked = 0.0
+        self._handler_table = self._handlers()  # built once: every command looks it up
 
     # Output -----------------------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class Session:
     # Dispatch ---------------------------------------------------------------------------------
 
     async def _dispatch(self, command: p.Command) -> None:
-        handler = self._handlers().get(type(command))
+        handler = self._handler_table.get(type(command))
         if handler is None:
             await self._tagged(command.tag, "BAD", f"{command.name} is not supported")
             return

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pybase64
 import pysequoia as sq
 from pysequoia.packet import PacketPile, Tag
 
@@ -146,8 +147,9 @@ _ARMOR_HEADERS_END = re.compile(rb"\r?\n\r?\n")  # the blank line after the armo
 def dearmor(data: bytes) -> bytes | None:
     """The binary form of an ASCII-armoured OpenPGP message (RFC 9580 §6.2), or None when it
     is not one this simple reader takes (then Sequoia reads the armour itself). Decoding the
-    base64 here, in C, is several times faster than Sequoia's armour reader; the message's
-    integrity rests on its own MDC/AEAD, not on the armour checksum (RFC 9580 §6.1)."""
+    base64 here with pybase64 (SIMD; line breaks skipped) is several times faster than
+    Sequoia's armour reader or ``binascii``; the message's integrity rests on its own MDC/AEAD,
+    not on the armour checksum (RFC 9580 §6.1)."""
     start = data.find(b"-----BEGIN PGP MESSAGE-----")
     if start < 0 or data[:start].strip():
         return None
@@ -164,7 +166,7 @@ def dearmor(data: bytes) -> bytes | None:
     if checksum >= 0:
         body = body[: checksum + 1]
     try:
-        return binascii.a2b_base64(body, strict_mode=False) or None
+        return pybase64.b64decode(body, validate=False) or None
     except (binascii.Error, ValueError):
         return None
 

@@ -132,13 +132,20 @@ class DriverSelect:
 
     def rows(self, conn: Connection, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
         """The rows, in the connection's current transaction."""
-        query = self.query(conn.dialect)
+        return self.run(conn.connection.driver_connection, conn.dialect, params)
+
+    def run(
+        self, driver_connection: Any, dialect: Dialect, params: Mapping[str, Any] | None
+    ) -> list[tuple[Any, ...]]:
+        """The rows, through a DB-API connection of ``dialect``'s driver, in its current
+        transaction."""
+        query = self.query(dialect)
         given = params or {}
         values = []
         for (name, fixed), bind in zip(query.params, query.binders, strict=True):
             value = given[name] if name is not None else fixed
             values.append(value if bind is None else bind(value))
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_connection.cursor()
         try:
             cursor.execute(query.sql, values)
             raw = cursor.fetchall()

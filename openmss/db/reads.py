@@ -5,23 +5,26 @@ any query runs (greenlet switches, the async pool, session bookkeeping), more th
 queries an IMAP command makes. ``Reads`` is the small interface those paths use instead: Core
 statements in, rows out, several statements in one read transaction (one snapshot).
 
-* SQLite: a synchronous connection used on the event loop itself (~0.1 ms a statement). In WAL
-  mode a reader never waits for a writer, so a read is CPU work of tens of microseconds, less
-  than handing it to a thread. The pool never blocks (unbounded overflow): a checkout that
-  waited on the event loop's own thread would never be served.
+* SQLite: a synchronous sqlite3 connection used on the event loop itself. In WAL mode a reader
+  never waits for a writer, so a read is CPU work of tens of microseconds, less than handing it
+  to a thread. ``DriverSelect`` statements go straight to the driver; other Core statements
+  through SQLAlchemy on the same connection, in the same transaction.
 * PostgreSQL: an ``AsyncConnection`` (asyncpg has no thread to hop to).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+import sqlite3
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable
 
 from openmss.db.driver import DriverSelect
@@ -39,20 +42,47 @@ class Reads(Protocol):
 
 
 class _InlineReads:
-    def __init__(self, conn: Connection) -> None:
+    """One read block on one of the inline pool's connections: BEGIN before its first
+    statement (one snapshot for all), ROLLBACK at the end (``ReadEngine.reads``)."""
+
+    def __init__(self, conn: _InlineConnection) -> None:
         self._conn = conn
+        self._raw = conn.raw
+        self.begun = False
+        self._core: Connection | None = None
 
     async def rows(
         self, statement: Executable | DriverSelect, params: Mapping[str, Any] | None = None
     ) -> Sequence[Any]:
+        if not self.begun:
+            self._begin()
         if isinstance(statement, DriverSelect):
-            if not self._conn.in_transaction():
-                self._conn.begin()  # one snapshot for every statement of this block
-            return statement.rows(self._conn, params)
-        return self._conn.execute(statement, params).all()
+            return statement.run(self._raw, self._conn.dialect, params)
+        return self._core_connection().execute(statement, params).all()
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
-        return self._conn.execute(statement, params).scalar()
+        if not self.begun:
+            self._begin()
+        return self._core_connection().execute(statement, params).scalar()
+
+    def _begin(self) -> None:
+        self._raw.execute("BEGIN")
+        self.begun = True
+
+    def _core_connection(self) -> Connection:
+        # Other Core statements go through SQLAlchemy, on the same sqlite3 connection (and
+        # so in the same transaction): SQLAlchemy's BEGIN is a no-op with this driver setting.
+        if self._core is None:
+            self._core = self._conn.engine.connect()
+        return self._core
+
+    def close(self) -> None:
+        if self._core is not None:
+            self._core.close()  # no reset on return: the ROLLBACK below ends the snapshot
+            self._core = None
+        if self._raw.in_transaction:  # closing SQLAlchemy's connection may have rolled back
+            self._raw.execute("ROLLBACK")
+        self.begun = False
 
 
 class _AsyncReads:
@@ -75,56 +105,86 @@ class ReadEngine:
 
     def __init__(self, url: str, engine: AsyncEngine) -> None:
         self._async = engine
-        self._inline: Engine | None = None
+        self._inline: _InlinePool | None = None
         path = make_url(url).database
         if url.startswith("sqlite") and path not in (None, "", ":memory:"):
-            self._inline = _inline_engine(str(path))
+            self._inline = _InlinePool(str(path))
 
     @asynccontextmanager
     async def reads(self) -> AsyncIterator[Reads]:
         if self._inline is not None:
-            with self._inline_connection() as conn:
-                yield _InlineReads(conn)
+            conn = self._inline.take()
+            block = _InlineReads(conn)
+            try:
+                yield block
+            finally:
+                try:
+                    block.close()
+                except BaseException:
+                    conn.close()  # in an unknown state: never handed out again
+                    raise
+                self._inline.give(conn)
             return
         async with self._async.connect() as aconn, aconn.begin():
             yield _AsyncReads(aconn)
-
-    @contextmanager
-    def _inline_connection(self) -> Iterator[Connection]:
-        assert self._inline is not None
-        with self._inline.connect() as conn:
-            try:
-                yield conn
-            finally:
-                conn.rollback()  # a read: nothing to keep; ends the snapshot
 
     def dispose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()
 
 
-def _inline_engine(path: str) -> Engine:
-    engine = create_engine(
-        f"sqlite+pysqlite:///{path}",
-        poolclass=QueuePool,
-        pool_size=5,
-        max_overflow=-1,
-        # Every read block ends with its own rollback (``_inline_connection``): no second one
-        # when the connection goes back to the pool.
-        pool_reset_on_return=None,
-        connect_args={"timeout": 30, "check_same_thread": False},
-    )
+class _InlineConnection:
+    """A read-only sqlite3 connection, and a SQLAlchemy engine whose one connection is this
+    one, for the Core statements that are not ``DriverSelect``s."""
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy says BEGIN itself, below
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-        dbapi_connection.execute("PRAGMA query_only=ON")
+    def __init__(self, path: str, dialect: Dialect) -> None:
+        self.path = path
+        self.dialect = dialect
+        # isolation_level=None: the driver never BEGINs on its own; ``_InlineReads`` does.
+        self.raw = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.raw.execute("PRAGMA busy_timeout=30000")
+        self.raw.execute("PRAGMA query_only=ON")
+        raw = self.raw
+        self.engine = create_engine(
+            f"sqlite+pysqlite:///{path}",
+            creator=lambda: raw,
+            poolclass=StaticPool,
+            pool_reset_on_return=None,
+        )
+        # SQLAlchemy's first checkout inspects the connection and rolls back: done here, out of
+        # any read block, so that it never ends a block's snapshot.
+        self.engine.connect().close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Straight to the driver: a SQLAlchemy execution costs more than the BEGIN itself, and
-        # every IMAP command's read block starts with one.
-        conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+    def close(self) -> None:
+        self.engine.dispose()
+        self.raw.close()
 
-    return engine
+
+class _InlinePool:
+    """Connections for the inline reads, without SQLAlchemy's pool: a checkout is a
+    ``deque.pop`` (SQLAlchemy's checkout, events and reset cost ~50 µs a read block, more than
+    the indexed queries of an IMAP FETCH). It never blocks: a checkout that waited on the event
+    loop's own thread would never be served; beyond ``keep`` idle connections, a returned one
+    is closed."""
+
+    def __init__(self, path: str, keep: int = 5) -> None:
+        self._path = path
+        self._keep = keep
+        self._idle: deque[_InlineConnection] = deque()
+        self._dialect = SQLiteDialect_pysqlite(paramstyle="qmark")
+
+    def take(self) -> _InlineConnection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return _InlineConnection(self._path, self._dialect)
+
+    def give(self, conn: _InlineConnection) -> None:
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def dispose(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from mailserver.store import DatabaseBlobStore, MailStore
 from mailserver.store.tables import Blob, Mailbox, Message
@@ -150,3 +151,43 @@ async def test_driver_selects_of_one_read_block_share_its_snapshot(
         assert await reads.rows(query, {"box": mailbox}) == before == []
     async with db.reads() as reads:
         assert await reads.rows(query, {"box": mailbox}) == [(30,)]
+
+
+async def test_core_statements_and_driver_selects_of_one_read_block_share_its_snapshot(
+    db: Database, box: tuple[int, int]
+) -> None:
+    """A read block mixes ``DriverSelect``s (straight to the driver on SQLite) and other Core
+    statements (through SQLAlchemy): both read the snapshot the block began with, whichever
+    comes first."""
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL's read blocks are READ COMMITTED")
+    mailbox, blob = box
+    fast = DriverSelect(select(Message.uid).where(Message.mailbox_id == bindparam("box")))
+    plain = select(Message.uid).where(Message.mailbox_id == bindparam("box"))
+    count = select(func.count()).select_from(Message).where(Message.mailbox_id == bindparam("box"))
+    for first, uid in ((plain, 40), (fast, 41)):
+        async with db.reads() as reads:
+            before = [tuple(row) for row in await reads.rows(first, {"box": mailbox})]
+            with db.sync_transaction() as session:  # committed meanwhile
+                INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, uid)])
+            assert [tuple(row) for row in await reads.rows(fast, {"box": mailbox})] == before
+            assert [tuple(row) for row in await reads.rows(plain, {"box": mailbox})] == before
+            assert await reads.scalar(count, {"box": mailbox}) == len(before)
+    async with db.reads() as reads:
+        assert await reads.rows(fast, {"box": mailbox}) == [(40,), (41,)]
+
+
+async def test_a_read_block_that_fails_leaves_the_next_one_unharmed(
+    db: Database, box: tuple[int, int]
+) -> None:
+    mailbox, blob = box
+    fast = DriverSelect(select(Message.uid).where(Message.mailbox_id == bindparam("box")))
+    with pytest.raises(DBAPIError):
+        async with db.reads() as reads:
+            await reads.rows(fast, {"box": mailbox})
+            await reads.rows(text("SELECT no_such_column FROM messages"))
+    with db.sync_transaction() as session:
+        INSERT_MESSAGE.executemany(session.connection(), [_row(mailbox, blob, 50)])
+    for _ in range(3):  # whichever pooled connection serves it, it sees the commit
+        async with db.reads() as reads:
+            assert await reads.rows(fast, {"box": mailbox}) == [(50,)]
