@@ -248,7 +248,7 @@ def _delimiter_lines(body: bytes, boundary: bytes, limit: int) -> list[tuple[int
     return found
 
 
-def decrypt_message(message: bytes, secrets_: Sequence[pgp.Tsk]) -> bytes:
+def decrypt_message(message: bytes, secrets_: Sequence[pgp.Tsk | pgp.Decryptor]) -> bytes:
     """The message inside a PGP/MIME encrypted message, with the first key that opens it."""
     data = encrypted_payload(message)
     last: Exception | None = None

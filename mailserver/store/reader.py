@@ -39,7 +39,7 @@ class MessageReader:
         if not message.decrypt_on_read:
             return stored  # kept as it came (already end-to-end encrypted), or an own-key copy
         try:
-            return decrypt_message(stored, self._chain.secrets)
+            return decrypt_message(stored, self._chain.decryptors())
         except PgpMimeError as exc:
             raise UnreadableMessage(f"message {message.mailbox_id}/{message.uid}: {exc}") from None
 

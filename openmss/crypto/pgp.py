@@ -31,6 +31,7 @@ from pysequoia.packet import PacketPile, Tag
 
 Cert = sq.Cert
 Tsk = sq.Tsk
+Decryptor = sq.PyDecryptor  # a secret key ready to decrypt (``Tsk.decryptor()``), reusable
 
 
 class PgpError(ValueError):
@@ -171,12 +172,14 @@ def dearmor(data: bytes) -> bytes | None:
         return None
 
 
-def decrypt(data: bytes, secret: sq.Tsk) -> bytes:
+def decrypt(data: bytes, secret: sq.Tsk | sq.PyDecryptor) -> bytes:
+    """``data`` decrypted with ``secret``; pass a ``Decryptor`` to decrypt many messages with
+    one key (making one re-checks the key's self-signatures: a few microseconds each time)."""
     binary = dearmor(data)
     if binary is not None:
         data = binary
     try:
-        result = sq.decrypt(data, secret.decryptor()).bytes
+        result = sq.decrypt(data, secret.decryptor() if isinstance(secret, sq.Tsk) else secret).bytes
     except Exception as exc:
         raise PgpError(f"decryption failed: {_short(exc)}") from None
     if result is None:

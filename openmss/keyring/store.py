@@ -69,9 +69,17 @@ class KeyChain:
     dk: bytes
     secrets: list[pgp.Tsk] = field(default_factory=list)
     fingerprints: list[str] = field(default_factory=list)  # of ``secrets``, current first
+    _decryptors: list[pgp.Decryptor] = field(default_factory=list, repr=False)
 
     def signer(self) -> pgp.Tsk | None:
         return self.secrets[0] if self.secrets else None
+
+    def decryptors(self) -> list[pgp.Decryptor]:
+        """``secrets`` ready to decrypt, made once for the chain (an IMAP session decrypts
+        every message it reads with them)."""
+        if len(self._decryptors) != len(self.secrets):
+            self._decryptors = [secret.decryptor() for secret in self.secrets]
+        return self._decryptors
 
 
 @dataclass(frozen=True)
