@@ -216,13 +216,17 @@ class AccountBackend:
             async with self.deps.db.reads() as reads:
                 if content:
                     # Messages already in the header index are not sealed and sent to it again.
-                    batch, indexed = await self.deps.mailboxes.metas_batch_indexed(reads, mailbox_id, chunk)
+                    batch, indexed, stored = await self.deps.mailboxes.metas_batch_with_bodies(
+                        reads, mailbox_id, chunk
+                    )
                     self._indexed.update(indexed)
                     found, missing = self._cached(batch, mailbox_id)
+                    large = [meta for meta in missing if meta.blob_id not in stored]
+                    if large:
+                        stored.update(await self._read_bodies(reads, large))
                 else:
                     batch = await self.deps.mailboxes.metas_batch(reads, mailbox_id, chunk)
-                    found, missing = {}, []
-                stored = await self._read_bodies(reads, missing) if missing else {}
+                    found, missing, stored = {}, [], {}
             missing = [meta for meta in missing if meta.blob_id in stored]
             if missing:
                 found.update(await self._open(missing, stored, mailbox_id))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
@@ -187,11 +187,14 @@ class _Q:
         )
         .order_by(Message.uid)
     )
-    # The same, with whether each message has an entry in the sealed header index.
-    metas_indexed = DriverSelect(
-        metas.add_columns(MessageHeader.message_id.is_not(None)).outerjoin(
-            MessageHeader, MessageHeader.message_id == Message.id
-        )
+    # The same, with whether each message has an entry in the sealed header index, and the
+    # stored message when it is one chunk (most are): a client's FETCH of one message's body
+    # is then one query.
+    metas_indexed_bodies = DriverSelect(
+        metas.add_columns(MessageHeader.message_id.is_not(None), BlobChunk.data)
+        .outerjoin(MessageHeader, MessageHeader.message_id == Message.id)
+        .outerjoin(Blob, and_(Blob.id == Message.blob_id, Blob.chunk_count == 1))
+        .outerjoin(BlobChunk, and_(BlobChunk.blob_id == Blob.id, BlobChunk.seq == 0))
     )
     _one_chunk_bodies = (
         select(Blob.id, BlobChunk.data)
@@ -277,12 +280,15 @@ class MailboxStore:
         """Metadata of one batch of UIDs (ascending), read by UID range."""
         return [meta_row(row) for row in await _batch_rows(reads, _Q.metas, mailbox_id, chunk)]
 
-    async def metas_batch_indexed(
+    async def metas_batch_with_bodies(
         self, reads: Reads, mailbox_id: int, chunk: Sequence[int]
-    ) -> tuple[list[MessageMeta], set[int]]:
-        """``metas_batch``, and the ids of those messages the sealed header index holds."""
-        rows = await _batch_rows(reads, _Q.metas_indexed, mailbox_id, chunk)
-        return [meta_row(row[:-1]) for row in rows], {int(row[0]) for row in rows if row[-1]}
+    ) -> tuple[list[MessageMeta], set[int], dict[int, bytes]]:
+        """``metas_batch``; the ids of those messages the sealed header index holds; and the
+        stored messages of one chunk, by blob id (read the others with ``body``)."""
+        rows = await _batch_rows(reads, _Q.metas_indexed_bodies, mailbox_id, chunk)
+        metas = [meta_row(row[:8]) for row in rows]
+        indexed = {int(row[0]) for row in rows if row[8]}
+        return metas, indexed, {int(row[6]): bytes(row[9]) for row in rows if row[9] is not None}
 
     async def bodies(self, reads: Reads, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Several small bodies in one query (a batch of messages to search); bodies of more
