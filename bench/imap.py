@@ -39,6 +39,11 @@ mailbox as nobody, since Dovecot refuses root for those).
     .venv/bin/python bench/imap.py --ops fetch-flags,search-subject --profile search-subject
     .venv/bin/python bench/imap.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/openmss_bench
 
+``--dovecot-mail-crypt`` runs the baseline with Dovecot's mail-crypt plugin (global keys, an
+ECDH and AES-256-GCM per stored message): the at-rest encryption model OpenMSS's server-held
+keys follow, so that the ratio compares encrypted stores. The target of issue 4 is measured
+without it (plain Dovecot).
+
 ``--profile OP[,OP]`` runs py-spy (next to this Python) on the OpenMSS process during those
 operations' measured windows and prints where the time went (raw files kept in the work dir
 with ``--keep``). ``--database-url`` wipes the ``public`` schema of that database (creating the
@@ -587,10 +592,37 @@ class Target:
         return total
 
 
-def dovecot_config(root: Path, port: int, cert: Path, key: Path) -> Path:
+def mail_crypt_keys(root: Path) -> tuple[Path, Path]:
+    """A global key pair for Dovecot's mail-crypt plugin (EC P-256, PEM), readable by the
+    mailbox's user."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    private_pem, public_pem = root / "mail-crypt.key", root / "mail-crypt.pub"
+    private_pem.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public_pem.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    for path in (private_pem, public_pem):
+        os.chmod(path, 0o644)  # a throwaway key, for Dovecot's imap processes (user nobody)
+    return private_pem, public_pem
+
+
+def dovecot_config(root: Path, port: int, cert: Path, key: Path, *, mail_crypt: bool = False) -> Path:
     """A Dovecot of its own: everything under *root* (its parent made traversable), on
     loopback. As root, Dovecot's login processes and mail access refuse root: logins run as
-    the package's dovenull, internal processes as dovecot, the mailbox as nobody."""
+    the package's dovenull, internal processes as dovecot, the mailbox as nobody.
+
+    ``mail_crypt``: every message is stored encrypted with the mail-crypt plugin and global
+    keys (an ephemeral EC key and ECDH per message, AES-256-GCM), the model OpenMSS's
+    server-held keys follow."""
     import pwd
 
     for sub in ("run", "state", "mail", "home"):
@@ -608,6 +640,16 @@ def dovecot_config(root: Path, port: int, cert: Path, key: Path) -> Path:
             os.chown(root / sub, mail_uid, mail_gid)
     (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{mail_uid}:{mail_gid}::{root / 'home'}::\n")
     dh = Path("/usr/share/dovecot/dh.pem")
+    crypt = ""
+    if mail_crypt:
+        private_pem, public_pem = mail_crypt_keys(root)
+        crypt = f"""mail_plugins = $mail_plugins mail_crypt
+plugin {{
+  mail_crypt_global_private_key = <{private_pem}
+  mail_crypt_global_public_key = <{public_pem}
+  mail_crypt_save_version = 2
+}}
+"""
     conf = root / "dovecot.conf"
     conf.write_text(
         f"""# throwaway Dovecot for bench/imap.py
@@ -653,7 +695,7 @@ service auth {{
 protocol imap {{
   mail_max_userip_connections = 1000
 }}
-"""
+{crypt}"""
     )
     return conf
 
@@ -906,6 +948,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", type=parse_ops, default=None, help="operations to run (default all)")
     p.add_argument("--profile", type=parse_ops, default=[], help="py-spy the OpenMSS process during these")
     p.add_argument("--no-baseline", action="store_true", help="do not run Dovecot even when installed")
+    p.add_argument(
+        "--dovecot-mail-crypt",
+        action="store_true",
+        help="Dovecot stores every message encrypted (mail-crypt plugin, global EC keys)",
+    )
     p.add_argument("--database-url", default="", help="PostgreSQL URL (its public schema is wiped!)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1,000 messages, 2 s per run")
     p.add_argument("--workdir", type=Path, default=None, help="where the temporary data dir goes")
@@ -928,10 +975,12 @@ async def start_openmss(workdir: Path, database_url: str) -> tuple[Target, Path]
     return Target("openmss", ports["imaps"], server, postgres_db=dbname), data_dir / "tls"
 
 
-async def start_dovecot(workdir: Path, tls_dir: Path) -> Target:
+async def start_dovecot(workdir: Path, tls_dir: Path, *, mail_crypt: bool) -> Target:
     port = free_port()
     os.chmod(workdir / "data", 0o700)  # the work dir becomes traversable for Dovecot's users
-    conf = dovecot_config(workdir / "dovecot", port, tls_dir / "server.pem", tls_dir / "server.key")
+    conf = dovecot_config(
+        workdir / "dovecot", port, tls_dir / "server.pem", tls_dir / "server.key", mail_crypt=mail_crypt
+    )
     server = ServerProcess(
         "dovecot", [str(DOVECOT), "-F", "-c", str(conf)], dict(os.environ), workdir / "dovecot.out"
     )
@@ -974,7 +1023,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     print(
         f"OpenMSS IMAP benchmark: messages={count} clients={','.join(map(str, client_counts))} "
         f"seconds={seconds:g} store={'PostgreSQL' if database_url else 'SQLite'} cores={os.cpu_count()} "
-        f"baseline={'Dovecot ' + dovecot_version() if with_baseline else 'none'}",
+        f"baseline={'Dovecot ' + dovecot_version() if with_baseline else 'none'}"
+        f"{' with mail-crypt (encrypted at rest)' if with_baseline and args.dovecot_mail_crypt else ''}",
         flush=True,
     )
     started = time.perf_counter()
@@ -999,7 +1049,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         targets.append(openmss)
         dovecot: Target | None = None
         if with_baseline:
-            dovecot = await start_dovecot(workdir, tls_dir)
+            dovecot = await start_dovecot(workdir, tls_dir, mail_crypt=args.dovecot_mail_crypt)
             targets.append(dovecot)
         tls = client_context(tls_dir / "ca.pem")
         print(f"servers up after {time.perf_counter() - started:.1f} s; filling", flush=True)

@@ -91,6 +91,10 @@ class SequenceSet:
         """The numbers of the set that lie in ``1..largest`` as sorted, disjoint, non-adjacent
         ranges. A UID set ``559:*`` with largest UID 500 gives ``range(500, 501)``: ``*`` is 500,
         so the range is ``500:559`` (RFC 3501 §6.4.8)."""
+        if len(self.items) == 1:  # most sets a client sends: ``n``, ``n:m``, ``1:*``
+            ((a, b),) = self._pairs(largest)
+            a, b = max(a, 1), min(b, largest)
+            return (range(a, b + 1),) if b >= a else ()
         return _merge((a, min(b, largest)) for a, b in self._pairs(largest))
 
     def iter_numbers(self, largest: int) -> Iterator[int]:

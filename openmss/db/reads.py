@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, create_engine
@@ -110,27 +110,45 @@ class ReadEngine:
         if url.startswith("sqlite") and path not in (None, "", ":memory:"):
             self._inline = _InlinePool(str(path))
 
-    @asynccontextmanager
-    async def reads(self) -> AsyncIterator[Reads]:
+    def reads(self) -> AbstractAsyncContextManager[Reads]:
         if self._inline is not None:
-            conn = self._inline.take()
-            block = _InlineReads(conn)
-            try:
-                yield block
-            finally:
-                try:
-                    block.close()
-                except BaseException:
-                    conn.close()  # in an unknown state: never handed out again
-                    raise
-                self._inline.give(conn)
-            return
+            return _InlineBlock(self._inline)
+        return self._async_reads()
+
+    @asynccontextmanager
+    async def _async_reads(self) -> AsyncIterator[Reads]:
         async with self._async.connect() as aconn, aconn.begin():
             yield _AsyncReads(aconn)
 
     def dispose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()
+
+
+class _InlineBlock:
+    """``async with``: a connection from the pool for one read block, given back at its end
+    (a class rather than a generator-based context manager: one per IMAP command)."""
+
+    def __init__(self, pool: _InlinePool) -> None:
+        self._pool = pool
+        self._conn: _InlineConnection | None = None
+        self._block: _InlineReads | None = None
+
+    async def __aenter__(self) -> _InlineReads:
+        self._conn = self._pool.take()
+        self._block = _InlineReads(self._conn)
+        return self._block
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None and self._block is not None
+        conn, block = self._conn, self._block
+        self._conn = self._block = None
+        try:
+            block.close()
+        except BaseException:
+            conn.close()  # in an unknown state: never handed out again
+            raise
+        self._pool.give(conn)
 
 
 class _InlineConnection:
