@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1404,6 +1405,59 @@ _UID_COMMANDS: dict[str, Callable[[_Reader, str, bool], Command]] = {
 }
 
 
+# The FETCH item lists real clients send again and again (one FETCH per message read),
+# parsed once, by the general parser, when this module loads (``_common_fetch``).
+_COMMON_FETCH_ITEMS = (
+    b"(BODY.PEEK[])", b"BODY.PEEK[]", b"(BODY[])", b"BODY[]", b"RFC822", b"(RFC822)",
+    b"(UID BODY.PEEK[])", b"(UID RFC822.SIZE BODY.PEEK[])", b"(UID RFC822.SIZE BODY[])",
+    b"(BODY.PEEK[HEADER])", b"(BODY.PEEK[TEXT])", b"(BODY.PEEK[1])", b"(BODY.PEEK[2])",
+    b"FLAGS", b"(FLAGS)", b"(UID FLAGS)", b"(FLAGS UID)", b"UID", b"(UID)",
+    b"(UID FLAGS RFC822.SIZE)", b"(UID RFC822.SIZE FLAGS)", b"(RFC822.SIZE)",
+    b"(UID FLAGS INTERNALDATE RFC822.SIZE)", b"(FLAGS INTERNALDATE RFC822.SIZE)",
+    b"(BODYSTRUCTURE)", b"(UID BODYSTRUCTURE)", b"BODYSTRUCTURE", b"(ENVELOPE)", b"(UID ENVELOPE)",
+    b"ALL", b"FAST", b"FULL",
+)  # fmt: skip
+# "tag [UID] FETCH sequence-set items", nothing more: a command ``_common_fetch`` may answer.
+_COMMON_FETCH = re.compile(
+    rb"([" + re.escape(bytes(sorted(TAG_CHARS))) + rb"]{1,256}) ((?i:UID) )?(?i:FETCH) ([0-9:,*]+) (.+)",
+    re.DOTALL,
+)
+# The general parser's limits the common forms stay far below (a handful of tokens).
+_COMMON_FETCH_MIN_ARGS = 64
+
+
+def _common_fetch_table() -> Mapping[bytes, tuple[FetchAttribute, ...]]:
+    table = {}
+    for items in _COMMON_FETCH_ITEMS:
+        command = _parse_general(CommandLine((b"a FETCH 1 " + items,)), False, None)
+        assert isinstance(command, Fetch)
+        table[items] = command.items
+    return types.MappingProxyType(table)
+
+
+def _common_fetch(line: CommandLine, limits: ParserLimits | None) -> Fetch | None:
+    """A FETCH of one of the common item lists, without the general parser's token-by-token
+    walk (the command of a client reading messages one by one), or None: then the general
+    parser reads the line. Gives what the general parser gives for the same line (tested)."""
+    if len(line.parts) != 1 or (limits is not None and limits.max_args < _COMMON_FETCH_MIN_ARGS):
+        return None
+    text = line.parts[0]
+    if not isinstance(text, bytes):
+        return None
+    match = _COMMON_FETCH.fullmatch(text)
+    if match is None:
+        return None
+    items = _COMMON_FETCH_TABLE.get(match[4])
+    if items is None:
+        return None
+    tag = match[1].decode("ascii")
+    try:
+        sequence_set = SequenceSet.parse(match[3].decode("ascii"))
+    except SequenceSetError as exc:
+        raise ParseError(tag, str(exc)) from None
+    return Fetch(tag=tag, uid=match[2] is not None, sequence_set=sequence_set, items=items)
+
+
 def parse_command(
     line: CommandLine, *, utf8_names: bool = False, limits: ParserLimits | None = None
 ) -> Command:
@@ -1412,6 +1466,11 @@ def parse_command(
     ``utf8_names``: the client enabled UTF8=ACCEPT (RFC 6855), so mailbox names are UTF-8 and
     are not decoded from modified UTF-7. Without it, US-ASCII names are modified UTF-7 and 8-bit
     names are taken as UTF-8."""
+    common = _common_fetch(line, limits)
+    return common if common is not None else _parse_general(line, utf8_names, limits)
+
+
+def _parse_general(line: CommandLine, utf8_names: bool, limits: ParserLimits | None) -> Command:
     r = _Reader(line.parts, limits or ParserLimits(), utf8_names)
     if r.at_end():
         raise ParseError(None, "empty command line")
@@ -1436,3 +1495,6 @@ def parse_command(
         raise r.error(f"unknown command {name[:30]}")
     r.end()
     return command
+
+
+_COMMON_FETCH_TABLE = _common_fetch_table()

@@ -6,7 +6,10 @@ import typing
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailserver.imap import parser
 from mailserver.imap import searchkeys as sk
 from mailserver.imap.framing import CommandLine, Framer, Literal
 from mailserver.imap.parser import (
@@ -919,3 +922,51 @@ def test_parts_built_by_hand() -> None:
         parse_command(CommandLine(()))
     with pytest.raises(ParseError):
         parse_command(CommandLine((Literal(b"a", False), b" NOOP")))
+
+
+# The common-FETCH shortcut ---------------------------------------------------------------------
+
+_FETCH_ITEM_TEXTS = [*parser._COMMON_FETCH_ITEMS, b"(flags)", b"(BODY.PEEK[] FLAGS)", b"(FLAGS) ", b"(FLAGS"]
+
+
+def _outcome(parse: typing.Callable[[], object]) -> object:
+    try:
+        return parse()
+    except ParseError as exc:
+        return ("error", exc.tag, exc.reason, exc.code, exc.status)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    tag=st.one_of(
+        st.sampled_from([b"a1", b"A001", b"x.y", b"t]", b"+t", b"", b"a" * 257]),
+        st.binary(min_size=1, max_size=6),
+    ),
+    uid=st.sampled_from([b"", b"UID ", b"uid ", b"Uid  "]),
+    name=st.sampled_from([b"FETCH", b"fetch", b"FeTcH", b"FETCHX"]),
+    sequence=st.text(alphabet="0123456789:,*", min_size=0, max_size=12).map(str.encode),
+    items=st.sampled_from(_FETCH_ITEM_TEXTS),
+    gap=st.sampled_from([b" ", b"  ", b""]),
+)
+def test_the_common_fetch_shortcut_parses_as_the_general_parser(
+    tag: bytes, uid: bytes, name: bytes, sequence: bytes, items: bytes, gap: bytes
+) -> None:
+    line = CommandLine((tag + b" " + uid + name + b" " + sequence + gap + items,))
+    assert _outcome(lambda: parse_command(line)) == _outcome(lambda: parser._parse_general(line, False, None))
+
+
+def test_the_common_fetch_shortcut_serves_the_usual_forms_and_leaves_the_rest() -> None:
+    line = CommandLine((b"A7 UID FETCH 5:9,12 (UID RFC822.SIZE BODY.PEEK[])",))
+    assert parser._common_fetch(line, None) == parser._parse_general(line, False, None)
+    for other in (
+        b"A7 UID FETCH 5 (UID RFC822.SIZE BODY.PEEK[]) (CHANGEDSINCE 3)",  # a modifier
+        b"A7 FETCH 5 (BODY.PEEK[3.HEADER])",  # not a common list
+        b"A7 STORE 5 +FLAGS (\\Seen)",
+    ):
+        assert parser._common_fetch(CommandLine((other,)), None) is None
+    # A literal anywhere, or limits below what the shortcut may take for granted: the general parser.
+    assert parser._common_fetch(CommandLine((b"A7 FETCH 5 ", Literal(b"x", False), b"")), None) is None
+    tight = ParserLimits(max_args=3)
+    assert parser._common_fetch(CommandLine((b"A7 FETCH 5 (UID FLAGS)",)), tight) is None
+    with pytest.raises(ParseError, match="too many arguments"):
+        parse_command(CommandLine((b"A7 FETCH 5 (UID FLAGS)",)), limits=tight)
